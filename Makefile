@@ -1,0 +1,59 @@
+# Everything a fresh machine needs is installed by these targets: the venv (from the lock
+# file), Debian packages and the locally built control plane (cached under ~/.cache).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP  := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE :=
+
+.PHONY: help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean
+
+help:
+	@echo "make demo   - local control plane + simulated nodes, kured rolling through them"
+	@echo "make test   - lint, type check and the whole test suite (installs everything)"
+	@echo "make chaos  - long fault-injection run;  make bench - benchmarks"
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $@
+
+venv: $(STAMP)
+
+# Rebuilds the lock file from pyproject.toml (run after changing dependencies).
+lock: $(STAMP)
+	$(BIN)/uv pip compile -q --extra dev --universal --python-version 3.11 pyproject.toml -o requirements.lock
+
+control-plane:
+	@bash src/kured/sandbox/build-control-plane.sh >/dev/null
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+e2e: $(STAMP) control-plane
+	$(BIN)/pytest -q tests/e2e
+
+test: $(STAMP) control-plane lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+demo: $(STAMP) control-plane
+	$(BIN)/python -m kured.sandbox.demo
+
+chaos: $(STAMP) control-plane
+	$(BIN)/python -m kured.sandbox.chaos
+
+bench: $(STAMP) control-plane
+	$(BIN)/python -m kured.sandbox.bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,64 @@
+"""The daemon's configuration: one frozen value built from flags and ``KURED_*`` env.
+
+Field names follow Go kured's flag names (``--lock-ttl`` → ``lock_ttl``) so the
+mapping stays obvious. Parsing and validation live in :mod:`kured.cli`; this
+module only says what a valid configuration looks like.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+from kured.window import Window
+
+DEFAULT_LOCK_ANNOTATION = "weave.works/kured-node-lock"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the daemon was told, already parsed and validated."""
+
+    node_id: str
+    period: timedelta = timedelta(hours=1)
+    ds_namespace: str = "kube-system"
+    ds_name: str = "kured"
+    lock_annotation: str = DEFAULT_LOCK_ANNOTATION
+    lock_ttl: timedelta = timedelta(0)  # 0 = never expires
+    lock_release_delay: timedelta = timedelta(0)
+    concurrency: int = 1
+    reboot_sentinel: str = "/var/run/reboot-required"
+    reboot_sentinel_command: tuple[str, ...] = ()  # empty = use the file
+    reboot_method: Literal["command", "signal"] = "command"
+    reboot_command: tuple[str, ...] = ("/bin/systemctl", "reboot")
+    reboot_signal: int = 39
+    reboot_delay: timedelta = timedelta(0)
+    force_reboot: bool = False
+    drain_grace_period: int = -1  # seconds; -1 = each pod's own
+    drain_pod_selector: str = ""
+    drain_timeout: timedelta = timedelta(0)  # 0 = no timeout
+    drain_delay: timedelta = timedelta(0)
+    skip_wait_for_delete_timeout: int = 0  # seconds
+    window: Window = field(default_factory=Window.always)
+    blocking_pod_selectors: tuple[str, ...] = ()
+    prometheus_url: str = ""
+    alert_filter_regexp: re.Pattern[str] | None = None
+    alert_filter_match_only: bool = False
+    alert_firing_only: bool = False
+    prefer_no_schedule_taint: str = ""
+    annotate_nodes: bool = False
+    pre_reboot_node_labels: tuple[tuple[str, str], ...] = ()
+    post_reboot_node_labels: tuple[tuple[str, str], ...] = ()
+    notify_url: str = ""  # after --slack-hook-url conversion; --notify-url wins
+    slack_username: str = "kured"
+    slack_channel: str = ""
+    message_template_drain: str = "Draining node %s"
+    message_template_reboot: str = "Rebooting node %s"
+    message_template_uncordon: str = "Node %s rebooted & uncordoned successfully!"
+    metrics_host: str = ""
+    metrics_port: int = 8080
+    log_format: Literal["text", "json"] = "text"
+    # Not in Go kured: where to find the API server when running outside a cluster.
+    kubeconfig: str | None = None

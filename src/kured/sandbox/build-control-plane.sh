@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Build kube-apiserver, kube-controller-manager and kube-scheduler from Debian's
+# `kubernetes` source package, once, into a per-user cache keyed by version.
+# Prints the directory holding the three binaries on its last line.
+# Debian ships no kube-apiserver binary; its source package builds offline (vendor/).
+set -euo pipefail
+
+cache_root="${KURED_SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kured-sandbox}"
+binaries=(kube-apiserver kube-controller-manager kube-scheduler)
+log() { printf 'build-control-plane: %s\n' "$*" >&2; }
+
+have_all() { for b in "${binaries[@]}"; do [ -x "$1/$b" ] || return 1; done; }
+
+# Fast path: any cached build is enough (the version is part of the directory name).
+for d in "$cache_root"/bin-*; do
+  if [ -d "$d" ] && have_all "$d"; then echo "$d"; exit 0; fi
+done
+
+[ "$(id -u)" = 0 ] || { log "needs root to apt-get install build dependencies (or a cache at $cache_root)"; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+src_list=/etc/apt/sources.list.d/kured-sandbox-src.sources
+if [ ! -f "$src_list" ]; then
+  # A deb-src twin of apt's bookworm main entry.
+  cat > "$src_list" <<SRC
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+log "apt-get update"
+apt-get update -qq >&2
+log "installing etcd-server golang-go rsync dpkg-dev"
+apt-get install -y -qq --no-install-recommends etcd-server golang-go rsync dpkg-dev make >&2
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kured-k8s-build.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+log "downloading the kubernetes source package"
+apt-get source --download-only kubernetes >&2
+orig=$(ls kubernetes_*.orig.tar.* | head -n1)
+version=${orig#kubernetes_}; version=${version%.orig.tar.*}
+mkdir src && tar -xf "$orig" -C src --strip-components=1
+cd src
+mkdir -p .go/src/k8s.io && ln -s ../../.. .go/src/k8s.io/kubernetes
+log "building ${binaries[*]} ($version); about 5 minutes on 2 cores"
+GOPATH=$PWD/.go CGO_ENABLED=0 \
+  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler" >&2
+out="$cache_root/bin-$version"
+mkdir -p "$out.tmp"
+for b in "${binaries[@]}"; do cp "_output/bin/$b" "$out.tmp/"; done
+rm -rf "$out"; mv "$out.tmp" "$out"
+log "cached in $out"
+echo "$out"
