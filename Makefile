@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean
+.PHONY: help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean test-deps
 
 help:
 	@echo "make demo   - local control plane + simulated nodes, kured rolling through them"
@@ -43,7 +43,7 @@ unit: $(STAMP)
 e2e: $(STAMP) control-plane
 	$(BIN)/pytest -q tests/e2e
 
-test: $(STAMP) control-plane lint typecheck
+test: $(STAMP) control-plane lint typecheck test-deps
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP) control-plane
@@ -54,6 +54,10 @@ chaos: $(STAMP) control-plane
 
 bench: $(STAMP) control-plane
 	$(BIN)/python -m kured.sandbox.bench
+
+# Debian packages that tests run for real (prometheus); a no-op once installed.
+test-deps:
+	@bash scripts/install-test-deps.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

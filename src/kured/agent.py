@@ -1,11 +1,433 @@
-"""The per-node agent: observe, ask the policy, apply the action, record, repeat."""
+"""The per-node agent: observe, ask the policy, apply the step, record, repeat.
+
+All decisions are made by :func:`kured.policy.decide`; this module only
+gathers observations and carries out steps. Progress is recorded on the Node
+(:data:`kured.policy.PROGRESS_ANNOTATION`) before each irreversible effect, so a
+daemon killed at any point picks up where it was.
+
+Waiting is event-driven: a watch on the lock's DaemonSet wakes the agent as
+soon as a slot frees up, and a cheap sentinel check every few seconds notices a
+new reboot requirement promptly. ``--period`` stays the longest time between
+two full evaluations (and the only clock when watches are not allowed).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from kured.alerts import PrometheusBlocker
+from kured.blockers import Blocker, PodBlocker, first_block
 from kured.config import Config
+from kured.drain import Drainer, DrainError, DrainOptions
+from kured.events import EventRecorder, Reason
 from kured.host import Host
+from kured.kube import ApiError, DaemonSet, Kube, Node, load_config
+from kured.lock import DaemonSetLock, LockView
+from kured.notify import Event, Notifier
+from kured.policy import (
+    PAUSED_ANNOTATION,
+    PROGRESS_ANNOTATION,
+    Decision,
+    Observation,
+    Phase,
+    Progress,
+    Step,
+    decide,
+)
+
+log = logging.getLogger("kured")
+
+REBOOT_IN_PROGRESS_ANNOTATION = "weave.works/kured-reboot-in-progress"
+MOST_RECENT_REBOOT_NEEDED_ANNOTATION = "weave.works/kured-most-recent-reboot-needed"
+STATUS_ANNOTATION = "kured.dev/status"
+SENTINEL_POLL_SECONDS = 2.0
+WATCH_RETRY_MAX_SECONDS = 30.0
+JITTER = 0.1
+
+Notify = Callable[[Event, str], Awaitable[object]]
+
+ACTIVITY = {
+    Step.BLOCKED: "blocked",
+    Step.WAIT_FOR_LOCK: "waiting-for-lock",
+    Step.ACQUIRE_LOCK: "waiting-for-lock",
+    Step.DRAIN: "draining",
+    Step.REBOOT: "rebooting",
+}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One observation with the raw objects it was made from."""
+
+    obs: Observation
+    node: Node
+    lock: LockView
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def activity(decision: Decision, obs: Observation) -> str:
+    """The one-word state shown by ``kuredctl status`` and the phase metric."""
+    if decision.step is Step.NOTHING:
+        return "waiting-for-window" if obs.reboot_required else "idle"
+    if decision.step is Step.BLOCKED and obs.paused:
+        return "paused"
+    return ACTIVITY.get(decision.step, "idle")
+
+
+class Agent:
+    """One node's reboot coordinator."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        host: Host,
+        kube: Kube,
+        blockers: list[Blocker],
+        notify: Notify,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self._host = host
+        self._kube = kube
+        self._blockers = blockers
+        self._notify = notify
+        self._events = EventRecorder(kube)
+        self._wake = asyncio.Event()
+        self._last_sentinel: bool | None = None
+        self._status: dict[str, Any] = {}  # what kured.dev/status says (as last read or written)
+        self.lock = DaemonSetLock(
+            kube,
+            namespace=config.ds_namespace,
+            name=config.ds_name,
+            annotation=config.lock_annotation,
+            node_id=config.node_id,
+            ttl=config.lock_ttl,
+            concurrency=config.concurrency,
+        )
+        self._drainer = Drainer(kube, DrainOptions.from_config(config))
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Forever: decide, act, wait as long as the step allows."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._watch_lock())
+            if not self.config.reboot_sentinel_command:
+                tasks.create_task(self._watch_sentinel())
+            while True:
+                pause = await self.run_once()
+                if pause:
+                    await self._sleep(pause)
+
+    async def run_once(self) -> float:
+        """One decision and its step; returns how long to wait before the next (0 = at once)."""
+        seen = await self.observe()
+        if seen is None:
+            return self._period()
+        decision = decide(seen.obs)
+        log.debug("decision %s: %s", decision.step, decision.reason)
+        await self._publish_status(decision, seen)
+        return await self.apply(decision, seen)
+
+    async def observe(self) -> Seen | None:
+        node = await self._kube.get_node(self.node_id)
+        if node is None:
+            log.error("Node %s not found; waiting for it to be registered", self.node_id)
+            return None
+        ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
+        lock = self.lock.view(ds)
+        if lock.unreadable:
+            log.error("Lock annotation is unreadable: %s", lock.unreadable)
+        now = datetime.now(UTC)
+        self._last_sentinel = await self._host.reboot_required()
+        progress = Progress.from_json(_annotations(node).get(PROGRESS_ANNOTATION))
+        entry = lock.record.entry_of(self.node_id, now)
+        free = not lock.unreadable and len(lock.record.live(now)) < self.config.concurrency
+        obs = Observation(
+            reboot_required=self._last_sentinel,
+            window_open=self.config.window.is_open(now),
+            holds_lock=entry is not None,
+            lock_available=entry is not None or free,
+            boot_id=self._host.boot_id(),
+            progress=progress,
+            node_unschedulable=bool(node.spec and node.spec.unschedulable),
+            unschedulable_before=(
+                progress.unschedulable_before
+                if progress.phase is not Phase.IDLE
+                else bool(entry and entry.unschedulable_before)
+            ),
+            paused=_paused(ds, node),
+        )
+        if decide(obs).step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK):
+            obs = replace(obs, blocked_by=await first_block(self._blockers))
+        return Seen(obs, node, lock)
+
+    async def apply(self, decision: Decision, seen: Seen) -> float:
+        """Carry out one step; the return value is how long to wait afterwards."""
+        step = decision.step
+        if step is Step.NOTHING:
+            log.info(decision.reason)
+            await self._set_taint(seen.node, False)
+            return self._period()
+        await self._mark_reboot_needed(seen)
+        if step is Step.BLOCKED:
+            log.info("Reboot blocked: %s", decision.reason)
+            return self._period()
+        if step is Step.WAIT_FOR_LOCK:
+            holders = ", ".join(seen.lock.record.holders(datetime.now(UTC))) or "unreadable lock"
+            log.info("Lock already held: %s", holders)
+            await self._set_taint(seen.node, True)
+            return self._period()
+        if step is Step.ACQUIRE_LOCK:
+            return await self._acquire(seen)
+        if step is Step.DRAIN:
+            return await self._drain(seen)
+        if step is Step.REBOOT:
+            return await self._reboot(seen)
+        return await self._finish(decision, seen)
+
+    # -- steps -----------------------------------------------------------------------
+
+    async def _acquire(self, seen: Seen) -> float:
+        log.info("Reboot required")
+        acquired, holders = await self.lock.acquire(seen.obs.node_unschedulable)
+        if not acquired:
+            log.info("Lock already held: %s", ", ".join(holders))
+            await self._set_taint(seen.node, True)
+            return self._period()
+        log.info("Acquired reboot lock")
+        await self._events.record(seen.node, Reason.LOCK_ACQUIRED, "Acquired reboot lock")
+        return 0
+
+    async def _drain(self, seen: Seen) -> float:
+        obs = seen.obs
+        if obs.progress.phase is not Phase.DRAINING:
+            await self._record(Phase.DRAINING, obs.unschedulable_before)
+            await self._set_labels(self.config.pre_reboot_node_labels)
+            await _sleep_for(self.config.drain_delay.total_seconds())
+            await self._notify("drain", self.node_id)
+        log.info("Draining node %s", self.node_id)
+        await self._events.record(seen.node, Reason.DRAINING, f"Draining node {self.node_id}")
+        await self._kube.set_unschedulable(self.node_id, True)
+        try:
+            await self._drainer.drain(self.node_id)
+        except DrainError as err:
+            log.error("Error draining node %s: %s", self.node_id, err)
+            await self._events.record(seen.node, Reason.DRAIN_FAILED, str(err))
+            if not self.config.force_reboot:
+                abandon = Decision(Step.ABANDON, "drain failed", not obs.unschedulable_before)
+                await self._finish(abandon, seen)
+                return self._period()
+            log.warning("Force reboot set: rebooting node %s anyway", self.node_id)
+        await self._record(Phase.REBOOTING, obs.unschedulable_before)
+        return 0
+
+    async def _reboot(self, seen: Seen) -> float:
+        await _sleep_for(self.config.reboot_delay.total_seconds())
+        log.info("Commanding reboot")
+        await self._events.record(seen.node, Reason.REBOOTING, f"Rebooting node {self.node_id}")
+        await self._notify("reboot", self.node_id)
+        await self._host.reboot()
+        log.info("Waiting for reboot")
+        return self._period()
+
+    async def _finish(self, decision: Decision, seen: Seen) -> float:
+        """FINISH after a reboot, or ABANDON: make the node schedulable and free the slot."""
+        rebooted = decision.step is Step.FINISH
+        if rebooted:
+            log.info("Holding lock")
+            await self._events.record(seen.node, Reason.REBOOTED, "Node is back from its reboot")
+        else:
+            log.info("Giving up the reboot: %s", decision.reason)
+        if decision.uncordon:
+            log.info("Uncordoning node %s", self.node_id)
+            await self._kube.set_unschedulable(self.node_id, False)
+            await self._events.record(seen.node, Reason.UNCORDONED, f"Uncordoned {self.node_id}")
+        if rebooted:
+            await self._set_labels(self.config.post_reboot_node_labels)
+            await self._notify("uncordon", self.node_id)
+            await self._set_taint(seen.node, False)
+        await self._end_progress(seen, rebooted)
+        if seen.obs.holds_lock:
+            await _sleep_for(self.config.lock_release_delay.total_seconds())
+            log.info("Releasing lock")
+            await self.lock.release()
+            await self._events.record(seen.node, Reason.LOCK_RELEASED, "Released reboot lock")
+        return 0
+
+    # -- small effects -------------------------------------------------------------------
+
+    async def _record(self, phase: Phase, unschedulable_before: bool) -> None:
+        """Write the progress record before the effect it announces."""
+        progress = Progress(phase, self._host.boot_id(), unschedulable_before, now_rfc3339())
+        await self._annotate({PROGRESS_ANNOTATION: progress.to_json()})
+
+    async def _end_progress(self, seen: Seen, rebooted: bool) -> None:
+        """Back to idle: drop the progress record (and the in-progress stamp); note the reboot."""
+        changes: dict[str, str | None] = {PROGRESS_ANNOTATION: None}
+        if self.config.annotate_nodes:
+            changes[REBOOT_IN_PROGRESS_ANNOTATION] = None
+        if rebooted:
+            self._status = self._status | {"lastReboot": now_rfc3339()}
+            changes[STATUS_ANNOTATION] = _dumps(self._status)
+        await self._annotate(changes)
+
+    async def _annotate(self, annotations: dict[str, str | None]) -> None:
+        await self._kube.patch_node(self.node_id, {"metadata": {"annotations": annotations}})
+
+    async def _publish_status(self, decision: Decision, seen: Seen) -> None:
+        """Keep ``kured.dev/status`` current (written only when it changes) and tell of news."""
+        obs, old = seen.obs, _status(seen.node)
+        new = {
+            "rebootRequired": obs.reboot_required,
+            "reason": "sentinel" if obs.reboot_required else "",
+            "windowOpen": obs.window_open,
+            "blockedBy": decision.reason if decision.step is Step.BLOCKED else "",
+            "activity": activity(decision, obs),
+            "lastReboot": old.get("lastReboot", ""),
+        }
+        self._status = new
+        if new == old:
+            return
+        await self._annotate({STATUS_ANNOTATION: _dumps(new)})
+        if new["rebootRequired"] and not old.get("rebootRequired"):
+            await self._events.record(seen.node, Reason.REBOOT_REQUIRED, "Reboot required")
+        if new["blockedBy"] and new["blockedBy"] != old.get("blockedBy"):
+            await self._events.record(seen.node, Reason.REBOOT_BLOCKED, str(new["blockedBy"]))
+
+    async def _set_labels(self, labels: tuple[tuple[str, str], ...]) -> None:
+        if labels:
+            await self._kube.patch_node(self.node_id, {"metadata": {"labels": dict(labels)}})
+
+    async def _mark_reboot_needed(self, seen: Seen) -> None:
+        """``--annotate-nodes``: stamp the node once per reboot, as Go kured does."""
+        if not self.config.annotate_nodes:
+            return
+        if REBOOT_IN_PROGRESS_ANNOTATION in _annotations(seen.node):
+            return
+        stamp = now_rfc3339()
+        await self._annotate(
+            {REBOOT_IN_PROGRESS_ANNOTATION: stamp, MOST_RECENT_REBOOT_NEEDED_ANNOTATION: stamp}
+        )
+
+    async def _set_taint(self, node: Node, present: bool) -> None:
+        """``--prefer-no-schedule-taint``: steer pods away while waiting for the lock."""
+        key = self.config.prefer_no_schedule_taint
+        if not key:
+            return
+        taints = [t.to_dict() for t in (node.spec.taints if node.spec else None) or []]
+        ours = [t for t in taints if t.get("key") == key and t.get("effect") == "PreferNoSchedule"]
+        if bool(ours) == present:
+            return
+        kept = [t for t in taints if t not in ours]
+        if present:
+            kept.append({"key": key, "effect": "PreferNoSchedule"})
+        version = (node.metadata.resourceVersion if node.metadata else None) or ""
+        try:
+            await self._kube.set_taints(self.node_id, kept, version)
+        except Exception as err:  # retried at the next evaluation
+            log.warning("Could not update taint %s: %s", key, err)
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def _period(self) -> float:
+        return self.config.period.total_seconds() * random.uniform(1, 1 + JITTER)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep until the timeout or until a watcher says something changed."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _watch_lock(self) -> None:
+        """Wake the loop whenever the lock's DaemonSet changes; back off on errors."""
+        delay = 1.0
+        while True:
+            try:
+                async for _event in self._kube.watch_daemonset(
+                    self.config.ds_namespace, self.config.ds_name
+                ):
+                    delay = 1.0
+                    self._wake.set()
+            except ApiError as err:
+                if err.status.code == 403:
+                    log.warning("Not allowed to watch the lock (%s); polling every --period", err)
+                    return
+                log.debug("lock watch failed: %s", err)
+            except Exception as err:
+                log.debug("lock watch failed: %s", err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WATCH_RETRY_MAX_SECONDS)
+
+    async def _watch_sentinel(self) -> None:
+        """A cheap stat every few seconds, so a new reboot need is seen promptly."""
+        while True:
+            await asyncio.sleep(SENTINEL_POLL_SECONDS)
+            with contextlib.suppress(Exception):
+                if await self._host.reboot_required() != self._last_sentinel:
+                    self._wake.set()
+
+
+def _annotations(obj: Node | DaemonSet) -> dict[str, str]:
+    return dict((obj.metadata.annotations if obj.metadata else None) or {})
+
+
+def _status(node: Node) -> dict[str, Any]:
+    with contextlib.suppress(ValueError, TypeError):
+        value = json.loads(_annotations(node).get(STATUS_ANNOTATION) or "{}")
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _paused(ds: DaemonSet, node: Node) -> str:
+    if PAUSED_ANNOTATION in _annotations(ds):
+        return f"cluster-wide: {_annotations(ds)[PAUSED_ANNOTATION]}"
+    if PAUSED_ANNOTATION in _annotations(node):
+        return f"node: {_annotations(node)[PAUSED_ANNOTATION]}"
+    return ""
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+async def _sleep_for(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+
+
+def build_blockers(config: Config, kube: Kube) -> list[Blocker]:
+    """Prometheus first, then pods: Go kured's order."""
+    blockers: list[Blocker] = []
+    prometheus = PrometheusBlocker.from_config(config)
+    if prometheus is not None:
+        blockers.append(prometheus)
+    if config.blocking_pod_selectors:
+        blockers.append(PodBlocker(kube, config.node_id, config.blocking_pod_selectors))
+    return blockers
 
 
 async def run_daemon(config: Config, host: Host) -> None:
-    """Run the daemon until cancelled."""
-    raise NotImplementedError
+    """Connect to the API server and run this node's agent until cancelled."""
+    async with Kube(load_config(config.kubeconfig)) as kube:
+        agent = Agent(
+            config=config,
+            host=host,
+            kube=kube,
+            blockers=build_blockers(config, kube),
+            notify=Notifier.from_config(config).notify,
+        )
+        await agent.run()

@@ -1,0 +1,262 @@
+"""The only door to the Kubernetes API: a thin async layer over lightkube.
+
+Everything kured asks of the API server goes through :class:`Kube`, so the rest
+of the daemon speaks in terms of nodes, pods and the DaemonSet, and the tests
+of effects run against a real API server rather than against mocks of it.
+
+Two things lightkube does not do for us are done here with the same
+authenticated HTTP connection: lists with label selectors given as strings
+(kured's flags take selector strings such as ``app in (a,b)``), and discovery of
+which Eviction API version the server serves (``policy/v1`` since Kubernetes
+1.22, ``policy/v1beta1`` before).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import httpx2
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.config.client_adapter import AsyncClient as adapter_client
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apps_v1 import DaemonSet
+from lightkube.resources.core_v1 import Event, Node, Pod
+from lightkube.types import PatchType
+
+log = logging.getLogger("kured.kube")
+
+EVENT_NAMESPACE = "default"  # where kubelets put Node events
+EVENT_COMPONENT = "kured"
+REQUEST_TIMEOUT = httpx2.Timeout(15.0)
+"""Every API call is bounded, so a hung connection never wedges the main loop."""
+
+__all__ = [
+    "ApiError",
+    "Conflict",
+    "DaemonSet",
+    "EvictionOutcome",
+    "Kube",
+    "Node",
+    "Pod",
+    "load_config",
+]
+
+
+class Conflict(Exception):
+    """A write lost a race: the object changed since we read it (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class EvictionOutcome:
+    """What the Eviction API said about one pod."""
+
+    evicted: bool
+    gone: bool = False  # the pod no longer exists (counts as done)
+    blocked_by: str = ""  # the server's reason when a PodDisruptionBudget forbids it (HTTP 429)
+
+
+def load_config(kubeconfig: str | None) -> KubeConfig:
+    """In-cluster config, else ``--kubeconfig``, else ``$KUBECONFIG``, else ``~/.kube/config``."""
+    if kubeconfig:
+        return KubeConfig.from_file(kubeconfig)
+    return KubeConfig.from_env()
+
+
+class Kube:
+    """Typed helpers for exactly the calls kured makes."""
+
+    def __init__(self, config: KubeConfig, field_manager: str = "kured") -> None:
+        self._client = AsyncClient(config, timeout=REQUEST_TIMEOUT, field_manager=field_manager)
+        single = config.get()
+        assert single is not None
+        self._http = adapter_client(single, ConnectionParams(timeout=REQUEST_TIMEOUT))
+        self._eviction_version: str | None = None
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Kube:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- nodes -----------------------------------------------------------------
+
+    async def get_node(self, name: str) -> Node | None:
+        """The Node, or None when it does not exist (deleted from the cluster)."""
+        try:
+            return await self._client.get(Node, name)
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise
+
+    async def patch_node(self, name: str, patch: Mapping[str, Any]) -> Node:
+        """JSON merge patch: a key set to None removes it (labels, annotations)."""
+        return await self._client.patch(Node, name, dict(patch), patch_type=PatchType.MERGE)
+
+    async def set_unschedulable(self, name: str, unschedulable: bool) -> Node:
+        """Cordon (True) or uncordon (False), as ``kubectl cordon`` does: one spec patch."""
+        return await self.patch_node(name, {"spec": {"unschedulable": unschedulable or None}})
+
+    async def set_taints(
+        self, name: str, taints: list[dict[str, Any]], resource_version: str
+    ) -> Node:
+        """Replace the node's taint list, guarded by resourceVersion (409 → :class:`Conflict`)."""
+        patch = {"metadata": {"resourceVersion": resource_version}, "spec": {"taints": taints}}
+        try:
+            return await self.patch_node(name, patch)
+        except ApiError as err:
+            if err.status.code == 409:
+                raise Conflict(str(err)) from err
+            raise
+
+    # -- pods --------------------------------------------------------------------
+
+    async def list_pods(
+        self, *, node: str | None = None, namespace: str | None = None, selector: str = ""
+    ) -> list[Pod]:
+        """Pods, optionally on one node and matching a label selector string."""
+        path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+        params = {"labelSelector": selector} if selector else {}
+        if node:
+            params["fieldSelector"] = f"spec.nodeName={node}"
+        body = await self._get_json(path, params)
+        return [cast(Pod, Pod.from_dict(item)) for item in body.get("items", [])]
+
+    async def evict(self, pod: Pod, grace_period: int | None) -> EvictionOutcome:
+        """Ask the Eviction API to remove a pod; PodDisruptionBudgets may refuse (429)."""
+        meta = pod.metadata
+        assert meta is not None and meta.name and meta.namespace
+        delete_options: dict[str, Any] = {}
+        if grace_period is not None and grace_period >= 0:
+            delete_options["gracePeriodSeconds"] = grace_period
+        if meta.uid:
+            delete_options["preconditions"] = {"uid": meta.uid}
+        body = {
+            "apiVersion": await self.eviction_version(),
+            "kind": "Eviction",
+            "metadata": {"name": meta.name, "namespace": meta.namespace},
+            "deleteOptions": delete_options or None,
+        }
+        url = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}/eviction"
+        response = await self._http.post(url, json={k: v for k, v in body.items() if v})
+        if response.status_code in (200, 201):
+            return EvictionOutcome(evicted=True)
+        if response.status_code == 404:
+            return EvictionOutcome(evicted=False, gone=True)
+        if response.status_code == 429:
+            return EvictionOutcome(evicted=False, blocked_by=_status_reason(response))
+        if response.status_code == 409 and meta.uid:
+            # The uid precondition failed: a new pod of the same name replaced ours.
+            return EvictionOutcome(evicted=False, gone=True)
+        response.raise_for_status()
+        raise RuntimeError(f"unexpected eviction response {response.status_code}")
+
+    async def eviction_version(self) -> str:
+        """``policy/v1`` when the server serves it, else ``policy/v1beta1`` (cached)."""
+        if self._eviction_version is None:
+            body = await self._get_json("/apis/policy", {})
+            served = {v.get("groupVersion") for v in body.get("versions", [])}
+            self._eviction_version = "policy/v1" if "policy/v1" in served else "policy/v1beta1"
+            log.debug("Eviction API: %s", self._eviction_version)
+        return self._eviction_version
+
+    # -- the DaemonSet that carries the lock ---------------------------------------
+
+    async def get_daemonset(self, namespace: str, name: str) -> DaemonSet:
+        return await self._client.get(DaemonSet, name, namespace=namespace)
+
+    async def update_daemonset_annotations(
+        self, ds: DaemonSet, annotations: Mapping[str, str | None]
+    ) -> DaemonSet:
+        """Write annotations with a full update (PUT) guarded by the read resourceVersion.
+
+        An update rather than a patch keeps Go kured's RBAC sufficient (it grants
+        ``update`` on its DaemonSet), so operators can swap images without new rules.
+        """
+        meta = ds.metadata or ObjectMeta()
+        merged = dict(meta.annotations or {})
+        for key, value in annotations.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        meta.annotations = merged
+        ds.metadata = meta
+        try:
+            return await self._client.replace(ds)
+        except ApiError as err:
+            if err.status.code == 409:
+                raise Conflict(str(err)) from err
+            raise
+
+    async def watch_daemonset(
+        self, namespace: str, name: str
+    ) -> AsyncIterator[tuple[str, DaemonSet]]:
+        """Changes to one DaemonSet; ends when the server closes the watch or it fails."""
+        stream = self._client.watch(
+            DaemonSet,
+            namespace=namespace,
+            fields={"metadata.name": name},
+            server_timeout=300,
+        )
+        async for event, obj in stream:
+            yield event, obj
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def create_node_event(
+        self, node: Node, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        """An Event about ``node`` in ``default``, where ``kubectl describe node`` finds it."""
+        meta = node.metadata or ObjectMeta()
+        now = datetime.now(UTC)
+        event = Event(
+            metadata=ObjectMeta(
+                name=f"{meta.name}.{now.strftime('%Y%m%d%H%M%S')}{secrets.token_hex(4)}",
+                namespace=EVENT_NAMESPACE,
+            ),
+            involvedObject=ObjectReference(
+                kind="Node", name=meta.name, uid=meta.uid, apiVersion="v1"
+            ),
+            reason=reason,
+            message=message,
+            type="Warning" if warning else "Normal",
+            source=EventSource(component=EVENT_COMPONENT, host=meta.name),
+            firstTimestamp=now,
+            lastTimestamp=now,
+            count=1,
+            reportingComponent=EVENT_COMPONENT,
+            reportingInstance=meta.name or "",
+        )
+        await self._client.create(event)
+
+    # -- plumbing --------------------------------------------------------------------
+
+    async def _get_json(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        response = await self._http.get(path, params=dict(params))
+        if response.status_code >= 400:
+            raise ApiError(request=response.request, response=response)
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def _status_reason(response: httpx2.Response) -> str:
+    """The most specific message in a Status body (the PDB's own words when present)."""
+    with contextlib.suppress(ValueError):
+        status = response.json()
+        causes = (status.get("details") or {}).get("causes") or []
+        messages = [c.get("message", "") for c in causes if c.get("message")]
+        return "; ".join(messages) or status.get("message", "")
+    return response.text

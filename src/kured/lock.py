@@ -1,0 +1,293 @@
+"""The cluster-wide reboot lock, stored exactly as Go kured stores it.
+
+The lock is an annotation (``--lock-annotation``, default
+``weave.works/kured-node-lock``) on kured's own DaemonSet. Keeping Go kured's
+format means a Go kured and this kured can hand the lock to each other during a
+rolling image swap, and operators keep their ``kubectl annotate`` habits:
+
+* concurrency 1: ``{"nodeID":"n1","metadata":{"unschedulable":false},
+  "created":"<RFC3339Nano>","TTL":<nanoseconds>}``
+* concurrency > 1: ``{"maxOwners":N,"locks":[<entries as above>]}``
+
+An entry expires when its TTL is positive and ``now - created >= TTL``. The
+``metadata.unschedulable`` field records whether the node was already cordoned
+before kured took the lock, so kured leaves such a node cordoned afterwards.
+
+This module is split in two: :class:`LockRecord` is the pure value (parse,
+render, acquire, release), :class:`DaemonSetLock` reads and writes it with
+resourceVersion-checked updates, retrying when another node wins a race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kured.kube import Conflict, DaemonSet, Kube
+
+log = logging.getLogger("kured.lock")
+
+MAX_WRITE_ATTEMPTS = 20
+
+
+class LockFormatError(ValueError):
+    """The annotation holds something that is not a kured lock."""
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    """One holder of the lock."""
+
+    node_id: str
+    created: datetime | None = None  # None: Go's zero time (a hand-set lock)
+    ttl: timedelta = timedelta(0)  # 0: never expires
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def unschedulable_before(self) -> bool:
+        """Whether the node was already cordoned when it took the lock."""
+        return bool(self.metadata.get("unschedulable", False))
+
+    def expired(self, now: datetime) -> bool:
+        if self.ttl <= timedelta(0):
+            return False
+        created = self.created or datetime.min.replace(tzinfo=UTC)
+        return now - created >= self.ttl
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """The whole annotation value, in either of Go kured's two formats."""
+
+    entries: tuple[LockEntry, ...] = ()
+
+    def live(self, now: datetime) -> tuple[LockEntry, ...]:
+        return tuple(e for e in self.entries if not e.expired(now))
+
+    def entry_of(self, node_id: str, now: datetime) -> LockEntry | None:
+        return next((e for e in self.live(now) if e.node_id == node_id), None)
+
+    def holders(self, now: datetime) -> list[str]:
+        return [e.node_id for e in self.live(now)]
+
+    def acquire(self, entry: LockEntry, slots: int, now: datetime) -> LockRecord | None:
+        """The record with ``entry`` added, or None when all ``slots`` are taken.
+
+        Expired entries are dropped. Taking a lock one already holds succeeds
+        without changing it, so a restart that re-acquires keeps the original
+        metadata (and with it who had cordoned the node).
+        """
+        live = self.live(now)
+        if any(e.node_id == entry.node_id for e in live):
+            return LockRecord(live)
+        if len(live) >= slots:
+            return None
+        return LockRecord((*live, entry))
+
+    def release(self, node_id: str) -> LockRecord:
+        return LockRecord(tuple(e for e in self.entries if e.node_id != node_id))
+
+
+def parse(text: str | None) -> LockRecord:
+    """Read an annotation value in Go kured's single or multi format."""
+    if text is None or not text.strip():
+        return LockRecord()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LockFormatError(f"lock annotation is not JSON: {err.msg}") from err
+    if not isinstance(value, dict):
+        raise LockFormatError("lock annotation is not a JSON object")
+    if "locks" in value or "maxOwners" in value:
+        locks = value.get("locks") or []
+        if not isinstance(locks, list):
+            raise LockFormatError("lock annotation field 'locks' is not a list")
+        return LockRecord(tuple(_parse_entry(item) for item in locks))
+    if not value.get("nodeID"):
+        return LockRecord()  # Go kured treats an entry without a holder as free
+    return LockRecord((_parse_entry(value),))
+
+
+def render(record: LockRecord, concurrency: int) -> str | None:
+    """The annotation value to write; None means remove the annotation.
+
+    Concurrency 1 writes the single format (removing the annotation when free, as
+    Go kured does); above 1 the multi format with ``maxOwners``.
+    """
+    if concurrency > 1 or len(record.entries) > 1:
+        return _dumps(
+            {"maxOwners": max(concurrency, 1), "locks": [_entry_json(e) for e in record.entries]}
+        )
+    if not record.entries:
+        return None
+    return _dumps(_entry_json(record.entries[0]))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _parse_entry(item: Any) -> LockEntry:
+    if not isinstance(item, dict) or not isinstance(item.get("nodeID", ""), str):
+        raise LockFormatError("lock entry is not an object with a string 'nodeID'")
+    metadata = item.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        metadata = {}
+    try:
+        ttl_ns = int(item.get("TTL") or 0)
+    except (TypeError, ValueError) as err:
+        raise LockFormatError("lock entry 'TTL' is not an integer (nanoseconds)") from err
+    return LockEntry(
+        node_id=item.get("nodeID", ""),
+        created=parse_go_time(item.get("created")),
+        ttl=timedelta(microseconds=ttl_ns // 1000),
+        metadata=metadata,
+    )
+
+
+def _entry_json(entry: LockEntry) -> dict[str, Any]:
+    return {
+        "nodeID": entry.node_id,
+        "metadata": entry.metadata,
+        "created": format_go_time(entry.created),
+        "TTL": int(entry.ttl / timedelta(microseconds=1)) * 1000,
+    }
+
+
+_FRACTION = re.compile(r"\.(\d+)")
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def parse_go_time(text: Any) -> datetime | None:
+    """Go's RFC3339Nano (nanoseconds, ``Z`` or an offset); Go's zero time → None."""
+    if not isinstance(text, str) or not text or text == GO_ZERO_TIME:
+        return None
+    # Python keeps microseconds: trim Go's nanoseconds to six digits.
+    normalized = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), text, count=1)
+    try:
+        parsed = datetime.fromisoformat(normalized.replace("Z", "+00:00"))
+    except ValueError as err:
+        raise LockFormatError(f"lock entry 'created' is not an RFC3339 time: {text!r}") from err
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_go_time(moment: datetime | None) -> str:
+    """RFC3339Nano in UTC as Go marshals ``time.Time`` (trailing zeros trimmed)."""
+    if moment is None:
+        return GO_ZERO_TIME
+    utc = moment.astimezone(UTC)
+    base = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{utc.microsecond:06d}000".rstrip("0")
+    return f"{base}.{fraction}Z" if fraction else f"{base}Z"
+
+
+@dataclass(frozen=True)
+class LockView:
+    """The lock as read from the cluster at one moment."""
+
+    record: LockRecord
+    resource_version: str
+    unreadable: str = ""  # why the annotation could not be parsed, if it could not
+
+
+class DaemonSetLock:
+    """The lock on ``--ds-namespace/--ds-name``, read and written through :mod:`kured.kube`."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        namespace: str,
+        name: str,
+        annotation: str,
+        node_id: str,
+        ttl: timedelta,
+        concurrency: int,
+    ) -> None:
+        self._kube = kube
+        self._namespace = namespace
+        self._name = name
+        self.annotation = annotation
+        self._node_id = node_id
+        self._ttl = ttl
+        self._concurrency = concurrency
+
+    async def read(self) -> LockView:
+        return self.view(await self._kube.get_daemonset(self._namespace, self._name))
+
+    def view(self, ds: DaemonSet) -> LockView:
+        """The lock as carried by an already-read DaemonSet (saves a GET)."""
+        return _view(ds, self.annotation)
+
+    async def acquire(self, unschedulable_before: bool) -> tuple[bool, list[str]]:
+        """Take a slot. Returns (acquired, holders) — holders as seen when it failed."""
+
+        def change(record: LockRecord, now: datetime) -> LockRecord | None:
+            entry = LockEntry(
+                node_id=self._node_id,
+                created=now,
+                ttl=self._ttl,
+                metadata={"unschedulable": unschedulable_before},
+            )
+            return record.acquire(entry, self._concurrency, now)
+
+        record = await self._update(change)
+        now = datetime.now(UTC)
+        if record is None:
+            current = await self.read()
+            return False, current.record.holders(now)
+        return True, record.holders(now)
+
+    async def release(self, node_id: str | None = None) -> bool:
+        """Give up this node's slot (or a stale holder's). True if one was freed."""
+        target = node_id or self._node_id
+
+        def change(record: LockRecord, now: datetime) -> LockRecord | None:
+            if not any(e.node_id == target for e in record.entries):
+                return None
+            return record.release(target)
+
+        return await self._update(change) is not None
+
+    async def _update(self, change: Any) -> LockRecord | None:
+        """Read-modify-write with resourceVersion; on 409 re-read and try again.
+
+        ``change(record, now)`` returns the new record, or None for "nothing to
+        write" (which ends the loop and is returned as None).
+        """
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            ds = await self._kube.get_daemonset(self._namespace, self._name)
+            view = _view(ds, self.annotation)
+            if view.unreadable:
+                raise LockFormatError(view.unreadable)
+            now = datetime.now(UTC)
+            new: LockRecord | None = change(view.record, now)
+            if new is None:
+                return None
+            if new == view.record:
+                return new
+            try:
+                await self._kube.update_daemonset_annotations(
+                    ds, {self.annotation: render(new, self._concurrency)}
+                )
+                return new
+            except Conflict:
+                log.debug("lock write conflict (attempt %d); re-reading", attempt + 1)
+                await asyncio.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
+        raise TimeoutError(f"lock write kept conflicting after {MAX_WRITE_ATTEMPTS} attempts")
+
+
+def _view(ds: DaemonSet, annotation: str) -> LockView:
+    meta = ds.metadata
+    text = (meta.annotations or {}).get(annotation) if meta else None
+    version = (meta.resourceVersion if meta else None) or ""
+    try:
+        return LockView(parse(text), version)
+    except LockFormatError as err:
+        return LockView(LockRecord(), version, unreadable=str(err))

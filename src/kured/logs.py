@@ -1,0 +1,120 @@
+"""Log lines that look like Go kured's, so existing greps and dashboards keep working.
+
+Go kured logs through logrus; its text form is
+``time="2019-12-23T12:39:25Z" level=info msg="Reboot not required"`` followed by
+``key=value`` fields in key order, values quoted Go-style only when they hold a
+character outside ``[A-Za-z0-9-._/@^+]``. ``--log-format=json`` prints one JSON
+object per line with ``time``, ``level``, ``msg`` and the same fields.
+
+Fields are passed the standard way: ``log.info("Draining node %s", n, extra={"node": n})``.
+Every record is one line: an attached exception becomes an ``error`` field, never
+a multi-line traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+from pythonjsonlogger.json import JsonFormatter
+
+LogFormat = Literal["text", "json"]
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "taskName"}
+)
+_GO_LEVELS = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "fatal",
+}
+_BARE_VALUE = re.compile(r"[A-Za-z0-9\-._/@^+]*")
+_GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def setup_logging(fmt: LogFormat, stream: TextIO | None = None) -> None:
+    """Send every record (kured's at info and up, libraries' at warning and up) to
+    ``stream`` (default: stderr, as logrus) in the chosen format. Calling it again
+    replaces the previous set-up."""
+    handler = _KuredHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(_TextFormatter() if fmt == "text" else _JsonLinesFormatter())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _KuredHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("kured").setLevel(logging.INFO)
+
+
+class _KuredHandler(logging.StreamHandler[TextIO]):
+    """Marks the handler :func:`setup_logging` installed, so a second call replaces it."""
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {
+            "time": _timestamp(record),
+            "level": go_level(record.levelno),
+            "msg": record.getMessage(),
+        }
+        fields.update(sorted(_fields(record).items()))
+        return " ".join(f"{key}={_go_value(value)}" for key, value in fields.items())
+
+
+class _JsonLinesFormatter(JsonFormatter):
+    def __init__(self) -> None:
+        super().__init__(json_ensure_ascii=False)
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data.update(
+            time=_timestamp(record), level=go_level(record.levelno), msg=record.getMessage()
+        )
+        log_data.update(_fields(record))
+
+
+def go_level(levelno: int) -> str:
+    """logrus's name for a level (``warning``, not ``WARN``; critical → ``fatal``)."""
+    return _GO_LEVELS.get(levelno) or logging.getLevelName(levelno).lower()
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """``extra=`` fields, plus ``error`` for an attached exception."""
+    fields = {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _STANDARD_ATTRS and not key.startswith("_")
+    }
+    if record.exc_info and record.exc_info[1] is not None:
+        error = record.exc_info[1]
+        fields["error"] = f"{type(error).__name__}: {error}"
+    return fields
+
+
+def _go_value(value: object) -> str:
+    """logrus's rendering: bare when safe, otherwise a Go double-quoted string."""
+    text = str(value)
+    if _BARE_VALUE.fullmatch(text):
+        return text
+    return '"' + "".join(_go_escape(char) for char in text) + '"'
+
+
+def _go_escape(char: str) -> str:
+    if char in _GO_ESCAPES:
+        return _GO_ESCAPES[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"

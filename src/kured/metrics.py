@@ -1,0 +1,201 @@
+"""``/metrics`` and ``/healthz``: what kured exposes over HTTP.
+
+:class:`Metrics` holds every metric the daemon publishes, in a registry of its own (so
+tests and sandboxes can run several daemons in one process) that still carries the
+standard process/platform/GC collectors Go kured users get from Go's default registry.
+New metrics are one line in ``Metrics.__init__`` plus a setter.
+
+:class:`Health` is the liveness signal Go kured lacks: the agent loop calls
+:meth:`Health.beat` as it goes and wraps slow external steps in
+:meth:`Health.operation`; ``/healthz`` turns 503 when the loop stops beating or an
+operation overruns its timeout, so a kubelet liveness probe can restart a wedged daemon.
+
+The HTTP server is a few dozen lines of asyncio rather than a framework: two read-only
+endpoints do not justify a dependency, and it runs on the daemon's own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+log = logging.getLogger(__name__)
+
+_Metric = TypeVar("_Metric", Gauge, Counter)
+
+
+class Metrics:
+    """The daemon's metrics for one node, in their own registry."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.registry = CollectorRegistry()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=self.registry)
+        self._reboot_required = self._per_node(
+            Gauge, "kured_reboot_required", "OS requires reboot due to software updates."
+        )
+
+    def _per_node(self, kind: type[_Metric], name: str, documentation: str) -> _Metric:
+        """A metric family labelled by ``node``, as all of kured's are."""
+        return kind(name, documentation, ["node"], registry=self.registry)
+
+    def set_reboot_required(self, required: bool) -> None:
+        """Go kured's only metric: 1 while the sentinel says a reboot is needed.
+
+        Like Go kured, the series appears at the first check, not at start-up, so a
+        scrape never reports a "0" nobody has measured.
+        """
+        self._reboot_required.labels(node=self.node).set(1 if required else 0)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format."""
+        return generate_latest(self.registry)
+
+
+@dataclass
+class _Operation:
+    name: str
+    started: float
+    timeout: float
+
+
+class Health:
+    """Is the agent loop still making progress?
+
+    Unhealthy when no :meth:`beat` arrived within ``stuck_after`` seconds, or while an
+    operation registered with :meth:`operation` runs past its own timeout. A daemon that
+    sleeps for a long ``--period`` must keep beating while it waits.
+    """
+
+    def __init__(self, stuck_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stuck_after = stuck_after
+        self._clock = clock
+        self._last_beat = clock()
+        self._stage = "starting"
+        self._operations: dict[int, _Operation] = {}
+        self._ids = itertools.count()
+
+    def beat(self, stage: str) -> None:
+        """Record progress; ``stage`` names where the loop is, for the 503 reason."""
+        self._last_beat = self._clock()
+        self._stage = stage
+
+    @contextmanager
+    def operation(self, name: str, timeout: float) -> Iterator[None]:
+        """Mark a step that may legitimately take up to ``timeout`` seconds."""
+        key = next(self._ids)
+        self._operations[key] = _Operation(name, self._clock(), timeout)
+        try:
+            yield
+        finally:
+            del self._operations[key]
+
+    def problem(self) -> str | None:
+        """Why the daemon is unhealthy, or None when it is fine."""
+        now = self._clock()
+        for op in self._operations.values():
+            if now - op.started > op.timeout:
+                return f"{op.name} running for {now - op.started:.0f}s (timeout {op.timeout:g}s)"
+        idle = now - self._last_beat
+        if idle > self.stuck_after:
+            return f"main loop stuck: no progress for {idle:.0f}s (last stage: {self._stage})"
+        return None
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REQUEST_TIMEOUT = 10.0  # seconds a client gets to send its request head
+_MAX_HEADER_LINES = 100
+
+
+class MetricsServer:
+    """Serves ``/metrics`` and ``/healthz`` on ``host:port`` (``""`` = all interfaces)."""
+
+    def __init__(self, metrics: Metrics, health: Health, host: str = "", port: int = 8080):
+        self._metrics = metrics
+        self._health = health
+        self._host = host or None
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        self._server = await asyncio.start_server(self._handle, self._host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> MetricsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _respond(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one request."""
+        if method not in {"GET", "HEAD"}:
+            return 405, "text/plain", b"method not allowed\n"
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, self._metrics.exposition()
+        if path == "/healthz":
+            problem = self._health.problem()
+            if problem is None:
+                return 200, "text/plain", b"ok\n"
+            return 503, "text/plain", f"{problem}\n".encode()
+        return 404, "text/plain", b"not found\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                method, path = await _read_request_head(reader)
+            status, content_type, body = self._respond(method, path)
+            head = (
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
+                f"Content-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                + ("Allow: GET, HEAD\r\n" if status == 405 else "")
+                + "Connection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (TimeoutError, ValueError, ConnectionError) as err:
+            log.debug("metrics: dropped a request: %r", err)
+        finally:
+            writer.close()
+            with suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+async def _read_request_head(reader: asyncio.StreamReader) -> tuple[str, str]:
+    """(method, path) of an HTTP/1.x request; headers are read and ignored."""
+    request_line = (await reader.readline()).decode("latin-1").split()
+    if len(request_line) != 3:
+        raise ValueError(f"bad request line {request_line!r}")
+    for _ in range(_MAX_HEADER_LINES):
+        if (await reader.readline()).strip() == b"":
+            return request_line[0].upper(), urlsplit(request_line[1]).path
+    raise ValueError("too many header lines")

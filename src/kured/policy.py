@@ -1,0 +1,145 @@
+"""What to do next: a pure function from what the agent observed to one step.
+
+The agent observes (sentinel, window, blockers, lock, node, boot id, and the
+progress it recorded on its Node), asks :func:`decide`, applies the step and
+records the new phase in the cluster, then asks again. Because the recorded
+phase lives in the cluster and the decision depends on nothing else, a daemon
+killed at any line resumes where it was when it starts again.
+
+A restart of the daemon is not a reboot: only a boot id different from the one
+recorded when the reboot was commanded proves the host went down. That fixes
+Go kured's worst failure, where a pod restart while holding the lock was taken
+as "rebooted" and the node was uncordoned and released mid-drain.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    """Where a node is in its reboot, recorded on the Node (see :data:`PROGRESS_ANNOTATION`)."""
+
+    IDLE = "idle"
+    DRAINING = "draining"  # holds the lock; cordoning and evicting
+    REBOOTING = "rebooting"  # drained; reboot commanded (or about to be) from ``boot_id``
+
+
+PROGRESS_ANNOTATION = "kured.dev/progress"
+PAUSED_ANNOTATION = "kured.dev/paused"  # on the DaemonSet (everywhere) or on a Node
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The agent's own record of its node, stored as JSON in a Node annotation."""
+
+    phase: Phase = Phase.IDLE
+    boot_id: str = ""  # the boot id when the phase was entered
+    unschedulable_before: bool = False  # the node was cordoned by someone else before us
+    since: str = ""  # RFC3339 time the phase was entered (for humans and kuredctl)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Progress:
+        """An unreadable or missing record counts as idle: the lock still protects the fleet."""
+        if not text:
+            return cls()
+        try:
+            raw: Any = json.loads(text)
+            return cls(
+                phase=Phase(raw.get("phase", "idle")),
+                boot_id=str(raw.get("boot_id", "")),
+                unschedulable_before=bool(raw.get("unschedulable_before", False)),
+                since=str(raw.get("since", "")),
+            )
+        except (ValueError, AttributeError):
+            return cls()
+
+
+class Step(StrEnum):
+    """The next thing the agent does."""
+
+    NOTHING = "nothing"  # no reboot needed, or not now (window closed)
+    BLOCKED = "blocked"  # a blocker (pods, alerts) says not now
+    WAIT_FOR_LOCK = "wait-for-lock"  # every slot is held by other nodes
+    ACQUIRE_LOCK = "acquire-lock"
+    DRAIN = "drain"  # cordon and evict (idempotent, so a crash mid-drain resumes)
+    REBOOT = "reboot"  # command the reboot (again, if the host did not go down)
+    FINISH = "finish"  # back from a reboot: uncordon (if we cordoned), release the lock
+    ABANDON = "abandon"  # stop without rebooting: uncordon (if we cordoned), release
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything :func:`decide` may look at, gathered by the agent."""
+
+    reboot_required: bool
+    window_open: bool
+    holds_lock: bool
+    lock_available: bool  # a slot is free for this node (or it already holds one)
+    boot_id: str
+    progress: Progress = Progress()
+    blocked_by: str = ""  # why a blocker says no ("" = not blocked, or not asked)
+    node_unschedulable: bool = False
+    paused: str = ""  # why reboots are paused (DaemonSet or Node annotation), "" if not
+    # Cordoned by someone else before kured took the lock (from the progress record,
+    # or from the lock entry's metadata when the lock was taken by Go kured).
+    unschedulable_before: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: Step
+    reason: str
+    uncordon: bool = False  # FINISH/ABANDON: make the node schedulable again
+
+
+def decide(obs: Observation) -> Decision:
+    """The one place that says what happens next."""
+    decision = _decide(obs)
+    if decision.step in (Step.FINISH, Step.ABANDON):
+        ours = obs.node_unschedulable and not obs.unschedulable_before
+        return Decision(decision.step, decision.reason, uncordon=ours)
+    return decision
+
+
+def _decide(obs: Observation) -> Decision:
+    phase = obs.progress.phase
+    if phase is Phase.REBOOTING:
+        return _after_reboot_command(obs)
+    if phase is Phase.DRAINING:
+        if not obs.holds_lock:
+            return Decision(Step.ABANDON, "lost the lock while draining")
+        return Decision(Step.DRAIN, "resuming drain")
+    if obs.holds_lock:
+        if obs.reboot_required and obs.window_open and not obs.paused:
+            return Decision(Step.DRAIN, "holding the lock")
+        return Decision(Step.ABANDON, "holding the lock without a reboot to do")
+    return _idle(obs)
+
+
+def _after_reboot_command(obs: Observation) -> Decision:
+    if obs.boot_id != obs.progress.boot_id:
+        return Decision(Step.FINISH, "boot id changed: the node rebooted")
+    if obs.holds_lock:
+        return Decision(Step.REBOOT, "reboot commanded but the host has not gone down yet")
+    return Decision(Step.ABANDON, "lost the lock before the reboot happened")
+
+
+def _idle(obs: Observation) -> Decision:
+    if not obs.reboot_required:
+        return Decision(Step.NOTHING, "Reboot not required")
+    if not obs.window_open:
+        return Decision(Step.NOTHING, "outside the maintenance window")
+    if obs.paused:
+        return Decision(Step.BLOCKED, f"paused: {obs.paused}")
+    if obs.blocked_by:
+        return Decision(Step.BLOCKED, obs.blocked_by)
+    if obs.lock_available:
+        return Decision(Step.ACQUIRE_LOCK, "Reboot required")
+    return Decision(Step.WAIT_FOR_LOCK, "every lock slot is held")

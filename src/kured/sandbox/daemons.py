@@ -1,0 +1,144 @@
+"""The fleet's kured processes, one per node, as a DaemonSet and the kubelet would keep them:
+restarted after a crash (with back-off), killed by a node's reboot and started again after it,
+replaced when `run-kured` writes a new spec, stopped when `stop-kured` removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from kured.sandbox import procs
+from kured.sandbox.state import FleetDir, NodeDir, SandboxState, atomic_write, read_json
+
+log = logging.getLogger("kured.sandbox.daemons")
+
+NODE_PLACEHOLDER = "{node}"
+NODE_DIR_PLACEHOLDER = "{node_dir}"
+_FIRST_BACKOFF = 0.5
+_MAX_BACKOFF = 10.0
+# A daemon that ran this long before exiting starts again without accumulated back-off.
+_STABLE_SECONDS = 30.0
+_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    """What to run on every node: a command template ({node}, {node_dir} substituted) and
+    extra environment. The generation tells the supervisor that a spec is new."""
+
+    command: list[str]
+    env: dict[str, str]
+    generation: str = ""
+
+    def argv(self, node: str, node_dir: NodeDir) -> list[str]:
+        return [
+            arg.replace(NODE_PLACEHOLDER, node).replace(NODE_DIR_PLACEHOLDER, str(node_dir.path))
+            for arg in self.command
+        ]
+
+    def environ(self, node_dir: NodeDir) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.env,
+            "KURED_SANDBOX_NODE_DIR": str(node_dir.path),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def save(self, fleet: FleetDir) -> DaemonSpec:
+        """Write the spec under a new generation (returned) for the supervisor to apply."""
+        spec = DaemonSpec(self.command, self.env, uuid.uuid4().hex)
+        atomic_write(fleet.daemon_spec, json.dumps(asdict(spec), indent=2) + "\n")
+        return spec
+
+    @classmethod
+    def load(cls, fleet: FleetDir) -> DaemonSpec | None:
+        data = read_json(fleet.daemon_spec)
+        return None if data is None else cls(**data)
+
+
+class Daemons:
+    """The kured processes of one fleet's nodes (owned by its supervisor)."""
+
+    def __init__(self, state: SandboxState, fleet: FleetDir, nodes: list[str]) -> None:
+        self.state = state
+        self.fleet = fleet
+        self.spec: DaemonSpec | None = None
+        self.up = set(nodes)
+        self.keepers: dict[str, asyncio.Task[None]] = {}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, node: str) -> None:
+        """The node is up: run its daemon (if there is a spec)."""
+        self.up.add(node)
+        if self.spec is not None and node not in self.keepers:
+            self.keepers[node] = asyncio.create_task(self._keep(node, self.spec))
+
+    async def kill(self, node: str) -> None:
+        """The node goes down: its daemon dies at once (SIGKILL, as in a reboot)."""
+        self.up.discard(node)
+        await self._stop([node], signal.SIGKILL)
+
+    async def follow_spec(self) -> None:
+        """Apply each new spec the CLI writes (or its removal), acknowledging each."""
+        while True:
+            spec = DaemonSpec.load(self.fleet)
+            generation = spec.generation if spec else ""
+            if generation != (self.spec.generation if self.spec else ""):
+                await self._replace(spec)
+                atomic_write(self.fleet.daemon_applied, generation + "\n")
+            await asyncio.sleep(_POLL_SECONDS)
+
+    async def _replace(self, spec: DaemonSpec | None) -> None:
+        await self._stop(list(self.keepers), signal.SIGTERM)
+        self.spec = spec
+        log.info("daemon spec %s", spec.generation if spec else "removed")
+        for node in sorted(self.up):
+            self.start(node)
+
+    async def _stop(self, nodes: list[str], sig: int) -> None:
+        """Stop the daemons of nodes: sig first, SIGKILL after 5 s."""
+        for node in nodes:
+            if keeper := self.keepers.pop(node, None):
+                keeper.cancel()
+        running = [(node, proc) for node in nodes if (proc := self.procs.pop(node, None))]
+        for _, proc in running:
+            procs.signal_group(proc.pid, sig)
+        for node, proc in running:
+            try:
+                await asyncio.wait_for(procs.wait_exit(proc), timeout=5.0)
+            except TimeoutError:
+                procs.signal_group(proc.pid, signal.SIGKILL)
+                await procs.wait_exit(proc)
+            self.state.node(node).kured_pid.unlink(missing_ok=True)
+
+    async def _keep(self, node: str, spec: DaemonSpec) -> None:
+        """Run the node's daemon, restarting it whenever it exits, with back-off."""
+        node_dir = self.state.node(node)
+        backoff = _FIRST_BACKOFF
+        while True:
+            started = time.monotonic()
+            proc = procs.spawn(
+                spec.argv(node, node_dir),
+                log=node_dir.kured_log,
+                pid_file=node_dir.kured_pid,
+                env=spec.environ(node_dir),
+            )
+            self.procs[node] = proc
+            code = await procs.wait_exit(proc)
+            self.procs.pop(node, None)
+            if time.monotonic() - started > _STABLE_SECONDS:
+                backoff = _FIRST_BACKOFF
+            log.info("%s: daemon exited (%s), restarting in %.1f s", node, code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def close(self) -> None:
+        await self._stop(sorted(set(self.procs) | set(self.keepers)), signal.SIGTERM)

@@ -1,0 +1,164 @@
+"""Background processes the sandbox starts: spawned detached, recorded in pid files, and
+signalled later only while the pid still names the same process.
+
+A pid file holds just the PID (so `kill $(cat x.pid)` works). PIDs get reused, so before
+signalling we check that the process started no later than its pid file was written: a
+process that took over the PID afterwards is not ours and is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from kured.sandbox.state import atomic_write
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Slack for the pid file's mtime granularity and the tick resolution of the start time.
+_START_SLACK_SECONDS = 0.05
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    pid_file: Path,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start argv in its own session (so it outlives us and a terminal's ^C does not reach it),
+    output appended to log, and record its PID."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=None if env is None else dict(env),
+        )
+    write_pid(pid_file, proc.pid)
+    return proc
+
+
+def write_pid(path: Path, pid: int) -> None:
+    atomic_write(path, f"{pid}\n")
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (which may contain spaces)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def _started_at(fields: list[str]) -> float:
+    """Wall-clock start time of a process from its stat fields (field 22, ticks since boot)."""
+    since_boot = int(fields[19]) / _CLOCK_TICKS
+    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - since_boot)
+
+
+def alive(pid: int) -> bool:
+    """Whether pid runs (a zombie does not; if it is our child, reap it)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return False
+    if fields[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
+
+
+def running_pid(path: Path) -> int | None:
+    """The PID recorded in path if that very process still runs, else None."""
+    pid = read_pid(path)
+    if pid is None or not alive(pid):
+        return None
+    fields = _stat_fields(pid)
+    try:
+        written = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    if fields is None or _started_at(fields) > written + _START_SLACK_SECONDS:
+        return None
+    return pid
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of pid (VmRSS), or None when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal pid's whole process group when it leads one (its children go too), else pid."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def terminate(pids: Iterable[int], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL whatever is still running after timeout, and wait for them to go."""
+    pending = [pid for pid in pids if alive(pid)]
+    for pid in pending:
+        signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pending = [pid for pid in pending if alive(pid)]
+    for pid in pending:
+        signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.02)
+        pending = [pid for pid in pending if alive(pid)]
+
+
+def stop_pid_files(paths: Iterable[Path], timeout: float = 5.0) -> None:
+    """Stop the processes recorded in paths (only those still ours) and remove the files."""
+    files = list(paths)
+    terminate([pid for path in files if (pid := running_pid(path)) is not None], timeout)
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
+async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for a child to exit without a thread per child (a supervisor may own hundreds):
+    a pidfd becomes readable when the process exits."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return proc.wait()
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return proc.wait()

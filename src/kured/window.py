@@ -1,0 +1,221 @@
+"""The maintenance window: on which days, between which times, in which zone.
+
+Semantics follow Go kured's ``timewindow`` package so schedules behave the same
+after a swap:
+
+* A moment is in the window when its weekday *in the window's zone* is one of
+  ``days`` and its wall-clock time of day ``t`` satisfies ``start <= t <= end``,
+  both ends inclusive to the second: ``end=17:00`` keeps the window open until
+  17:00:00.999999, which is why Go's default end is ``23:59:59``.
+* ``start > end`` wraps past midnight: ``22:00``-``02:00`` is open from 22:00 to
+  midnight and from midnight to 02:00. As in Go, the weekday tested is the one of
+  the moment itself, so with ``days=sa`` that window is open early on Saturday
+  (00:00-02:00) and late on Saturday (22:00-24:00), not on Sunday morning.
+* Times are wall-clock times, which makes daylight-saving changes behave the way
+  an operator reads a clock: a wall time skipped by a spring-forward gap never
+  happens, so a window starting at 02:30 on the day Berlin jumps from 02:00 to
+  03:00 opens at 03:00; a wall time repeated by a fall-back fold is inside the
+  window both times it happens.
+
+Everything here is pure except :func:`load_zone`, which reads the zone database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo
+
+DAY_NAMES = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+ALL_DAYS = frozenset(range(7))
+_DAY_WORDS = {
+    word: number
+    for number, words in enumerate(
+        (
+            ("su", "sun", "sunday"),
+            ("mo", "mon", "monday"),
+            ("tu", "tue", "tuesday"),
+            ("we", "wed", "wednesday"),
+            ("th", "thu", "thursday"),
+            ("fr", "fri", "friday"),
+            ("sa", "sat", "saturday"),
+        )
+    )
+    for word in words
+}
+DAYS_FORM = "use su,mo,tu,we,th,fr,sa (or sun/sunday…, or 0-6 with 0=Sunday)"
+TIME_FORM = "use 15:04, 15:04:05, 03:04pm, 15, 03pm or 3pm"
+ZONE_FORM = "use an IANA name like Europe/Berlin, UTC, or Local"
+_TIME_OF_DAY = re.compile(r"(\d{1,2})(?::(\d{2})(?::(\d{2}))?)?([ap]m)?", re.IGNORECASE)
+# Far enough ahead to step over a week plus a skipped day (Samoa skipped 2011-12-30).
+_HORIZON = timedelta(days=15)
+_ONE_HOUR = 3600
+
+
+@dataclass(frozen=True)
+class Window:
+    """Days (0 = Sunday … 6 = Saturday, Go's numbering) × [start, end] in ``tz``."""
+
+    days: frozenset[int]
+    start: time
+    end: time
+    tz: tzinfo
+
+    def __post_init__(self) -> None:
+        if not self.days or not self.days <= ALL_DAYS:
+            raise ValueError(f"days must be a non-empty subset of 0-6, got {sorted(self.days)}")
+
+    @classmethod
+    def always(cls) -> Window:
+        """Go kured's default: every day from 0:00 to 23:59:59 UTC."""
+        return cls(ALL_DAYS, time(0, 0), time(23, 59, 59), ZoneInfo("UTC"))
+
+    def is_open(self, now: datetime) -> bool:
+        """Whether the aware moment ``now`` is inside the window."""
+        local = _aware(now).astimezone(self.tz)
+        return _weekday(local.date()) in self.days and self._contains(
+            time(local.hour, local.minute, local.second)
+        )
+
+    def next_open(self, now: datetime) -> datetime:
+        """``now`` if the window is open, else the first later moment it is (in ``tz``).
+
+        The window can only open at a wall-clock ``start``, at a midnight (the weekday
+        changes) or at a zone transition (the wall clock jumps), so the earliest open
+        one of those candidates is the answer.
+        """
+        if self.is_open(now):
+            return now
+        after = _aware(now).astimezone(UTC)
+        openings = (c for c in self._candidates(after) if c > after and self.is_open(c))
+        return min(openings).astimezone(self.tz)
+
+    def describe(self) -> str:
+        """Go kured's rendering: ``SunMonTueWedThuFriSat between 00:00 and 23:59 UTC``."""
+        days = "".join(name if n in self.days else "---" for n, name in enumerate(DAY_NAMES))
+        return f"{days} between {self.start:%H:%M} and {self.end:%H:%M} {self.tz}"
+
+    def _contains(self, t: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= t <= self.end
+        return t >= self.start or t <= self.end
+
+    def _candidates(self, after: datetime) -> Iterator[datetime]:
+        """UTC moments at which the window may open, from ``after``'s local day on."""
+        first_day = after.astimezone(self.tz).date()
+        for offset in range(_HORIZON.days):
+            day = first_day + timedelta(days=offset)
+            for wall in (time(0, 0), self.start):
+                for fold in (0, 1):  # both readings of a repeated or skipped wall time
+                    local = datetime.combine(day, wall, tzinfo=self.tz).replace(fold=fold)
+                    yield local.astimezone(UTC)
+        yield from _transitions(self.tz, after, after + _HORIZON)
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"need an aware datetime, got {moment!r}")
+    return moment
+
+
+def _weekday(day: date) -> int:
+    return day.isoweekday() % 7
+
+
+def _transitions(tz: tzinfo, start: datetime, stop: datetime) -> Iterator[datetime]:
+    """Moments in [start, stop) where ``tz``'s UTC offset changes (found to the second).
+
+    zoneinfo does not expose its transition table, so sample hourly and bisect.
+    """
+    begin, end = int(start.timestamp()), int(stop.timestamp())
+    for lo in range(begin, end, _ONE_HOUR):
+        hi = lo + _ONE_HOUR
+        if _offset(tz, lo) != _offset(tz, hi):
+            yield datetime.fromtimestamp(_bisect_change(tz, lo, hi), UTC)
+
+
+def _bisect_change(tz: tzinfo, lo: int, hi: int) -> int:
+    """First second in (lo, hi] with a different offset than ``lo``."""
+    before = _offset(tz, lo)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset(tz, mid) == before:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _offset(tz: tzinfo, timestamp: int) -> timedelta | None:
+    return datetime.fromtimestamp(timestamp, tz).utcoffset()
+
+
+def parse_days(items: Iterable[str]) -> frozenset[int]:
+    """Day names (``su``/``sun``/``sunday`` …, any case) or numbers 0-6 (0 = Sunday).
+
+    Empty items are skipped as in Go; an empty result is an error here, because a
+    window that never opens is almost always a mistake (stop kured to stop reboots).
+    """
+    days = frozenset(_parse_day(item.strip()) for item in items if item.strip())
+    if not days:
+        raise ValueError(f"no day given; {DAYS_FORM}")
+    return days
+
+
+def _parse_day(item: str) -> int:
+    if re.fullmatch(r"[+-]?\d+", item):
+        if 0 <= int(item) <= 6:
+            return int(item)
+        raise ValueError(f'"{item}" is out of range; {DAYS_FORM}')
+    try:
+        return _DAY_WORDS[item.lower()]
+    except KeyError:
+        raise ValueError(f'"{item}" is not a day; {DAYS_FORM}') from None
+
+
+def parse_time_of_day(text: str) -> time:
+    """Every form Go kured accepts (15:04, 15:04:05, 03:04pm, 15, 03pm, 3pm).
+
+    am/pm may be in any case, and a one-digit hour is also accepted before
+    minutes (``3:04pm``); both are supersets of Go's forms.
+    """
+    match = _TIME_OF_DAY.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f'"{text}" is not a time of day; {TIME_FORM}')
+    hour, minute, second = (int(part or 0) for part in match.groups()[:3])
+    meridiem = (match.group(4) or "").lower()
+    if meridiem:
+        if hour > 12:
+            raise ValueError(f'"{text}": hour {hour} is not on a 12-hour clock; {TIME_FORM}')
+        hour = hour % 12 + (12 if meridiem == "pm" else 0)
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError(f'"{text}" is not a time of day; {TIME_FORM}')
+    return time(hour, minute, second)
+
+
+def load_zone(name: str) -> tzinfo:
+    """An IANA zone, ``UTC`` (also for ""), or ``Local`` (the machine's zone, as Go)."""
+    if name in ("", "UTC"):
+        return ZoneInfo("UTC")
+    if name == "Local":
+        return _local_zone()
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # not found, malformed key, or a directory
+        raise ValueError(f'"{name}" is not a time zone; {ZONE_FORM}') from None
+
+
+def _local_zone() -> tzinfo:
+    """Go's rule: $TZ if set ("" = UTC, a leading ":" ignored, a path read as a zone
+    file), else /etc/localtime, else UTC; a zone that cannot be loaded means UTC."""
+    tz_name = os.environ.get("TZ", ":/etc/localtime").lstrip(":")
+    try:
+        if tz_name.startswith("/"):
+            with open(tz_name, "rb") as zone_file:
+                return ZoneInfo.from_file(zone_file, key="Local")
+        return ZoneInfo(tz_name or "UTC")
+    except (KeyError, ValueError, OSError):
+        return ZoneInfo("UTC")

@@ -1,0 +1,128 @@
+"""Real services for integration tests, on loopback only, stopped by their own PIDs.
+
+``prometheus`` is Debian's server (``scripts/install-test-deps.sh``, run by ``make test``)
+started from this fixture, never through its systemd unit, with rules that keep three
+alerts active: one firing, one pending for an hour, one firing that filters exclude.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+RULES = """\
+groups:
+  - name: kured-integration
+    interval: 1s
+    rules:
+      - alert: AlwaysFiring
+        expr: vector(1)
+        for: 0s
+      - alert: SlowBurn
+        expr: vector(1)
+        for: 1h
+      - alert: MaintenanceWindow
+        expr: vector(1)
+        for: 0s
+"""
+
+CONFIG = """\
+global:
+  evaluation_interval: 1s
+rule_files:
+  - {rules}
+"""
+
+EXPECTED_ALERTS = {
+    ("AlwaysFiring", "firing"),
+    ("SlowBurn", "pending"),
+    ("MaintenanceWindow", "firing"),
+}
+STARTUP_TIMEOUT = 30.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: runs real local services (loopback only)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _alerts_seen(url: str) -> set[tuple[str, str]]:
+    try:
+        response = httpx2.get(f"{url}/api/v1/query", params={"query": "ALERTS"}, timeout=2)
+        result = response.json()["data"]["result"]
+    except (httpx2.HTTPError, ValueError, KeyError):
+        return set()
+    return {(r["metric"]["alertname"], r["metric"]["alertstate"]) for r in result}
+
+
+def _stop(pid: int, proc: subprocess.Popen[bytes]) -> None:
+    os.kill(pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a running Prometheus whose ALERTS hold EXPECTED_ALERTS."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail(
+            "prometheus is not installed: run scripts/install-test-deps.sh (make test does)"
+        )
+    work = tmp_path_factory.mktemp("prometheus")
+    rules = work / "rules.yml"
+    rules.write_text(RULES)
+    config = work / "prometheus.yml"
+    config.write_text(CONFIG.format(rules=rules))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = work / "prometheus.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={work / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    pid = proc.pid
+    try:
+        _wait_for_alerts(url, proc, log_path)
+        yield url
+    finally:
+        _stop(pid, proc)
+
+
+def _wait_for_alerts(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"prometheus exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
+        if _alerts_seen(url) >= EXPECTED_ALERTS:
+            return
+        time.sleep(0.2)
+    pytest.fail(
+        f"prometheus produced no ALERTS in {STARTUP_TIMEOUT:g}s: {log_path.read_text()[-2000:]}"
+    )

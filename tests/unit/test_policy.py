@@ -1,0 +1,107 @@
+"""The pure policy: every observation, every safety property."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kured.policy import Decision, Observation, Phase, Progress, Step, decide
+
+progress = st.builds(
+    Progress,
+    phase=st.sampled_from(Phase),
+    boot_id=st.sampled_from(["boot-a", "boot-b"]),
+    unschedulable_before=st.booleans(),
+)
+observations = st.builds(
+    Observation,
+    reboot_required=st.booleans(),
+    window_open=st.booleans(),
+    holds_lock=st.booleans(),
+    lock_available=st.booleans(),
+    boot_id=st.sampled_from(["boot-a", "boot-b"]),
+    progress=progress,
+    blocked_by=st.sampled_from(["", "2 blocking pods: a/b, c/d"]),
+    node_unschedulable=st.booleans(),
+    unschedulable_before=st.booleans(),
+    paused=st.sampled_from(["", "cluster-wide: change freeze"]),
+)
+
+
+@given(observations)
+def test_never_drains_or_reboots_without_the_lock(obs: Observation) -> None:
+    if decide(obs).step in (Step.DRAIN, Step.REBOOT):
+        assert obs.holds_lock
+
+
+@given(observations)
+def test_never_uncordons_a_node_someone_else_cordoned(obs: Observation) -> None:
+    decision = decide(obs)
+    if decision.uncordon:
+        assert obs.node_unschedulable and not obs.unschedulable_before
+        assert decision.step in (Step.FINISH, Step.ABANDON)
+
+
+@given(observations)
+def test_lock_is_never_released_with_our_cordon_left_behind(obs: Observation) -> None:
+    decision = decide(obs)
+    if decision.step in (Step.FINISH, Step.ABANDON) and obs.node_unschedulable:
+        assert decision.uncordon or obs.unschedulable_before
+
+
+@given(observations)
+def test_only_a_new_boot_id_counts_as_rebooted(obs: Observation) -> None:
+    if decide(obs).step is Step.FINISH:
+        assert obs.progress.phase is Phase.REBOOTING
+        assert obs.boot_id != obs.progress.boot_id
+
+
+@given(observations)
+def test_a_restart_mid_reboot_resumes_instead_of_releasing(obs: Observation) -> None:
+    same_boot = obs.boot_id == obs.progress.boot_id
+    if obs.holds_lock and same_boot and obs.progress.phase is not Phase.IDLE:
+        assert decide(obs).step in (Step.DRAIN, Step.REBOOT)
+
+
+@given(observations)
+def test_pause_stops_new_drains_but_not_a_running_reboot(obs: Observation) -> None:
+    step = decide(obs).step
+    if obs.paused and obs.progress.phase is Phase.IDLE:
+        assert step not in (Step.DRAIN, Step.REBOOT, Step.ACQUIRE_LOCK)
+    if obs.progress.phase is Phase.REBOOTING and obs.holds_lock:
+        assert step in (Step.REBOOT, Step.FINISH)
+
+
+@given(observations)
+def test_idle_nodes_follow_go_kured_order(obs: Observation) -> None:
+    if obs.holds_lock or obs.progress.phase is not Phase.IDLE:
+        return
+    step = decide(obs).step
+    if not obs.reboot_required or not obs.window_open:
+        assert step is Step.NOTHING
+    elif obs.paused or obs.blocked_by:
+        assert step is Step.BLOCKED
+    else:
+        assert step is (Step.ACQUIRE_LOCK if obs.lock_available else Step.WAIT_FOR_LOCK)
+
+
+def test_go_kured_holder_after_its_reboot_is_finished_not_rebooted_again() -> None:
+    # A Go kured pod took the lock and rebooted; our image starts with no progress record.
+    obs = Observation(
+        reboot_required=False,
+        window_open=True,
+        holds_lock=True,
+        lock_available=True,
+        boot_id="new",
+        node_unschedulable=True,
+        unschedulable_before=False,
+    )
+    assert decide(obs) == Decision(Step.ABANDON, "holding the lock without a reboot to do", True)
+
+
+def test_progress_record_round_trip_and_garbage() -> None:
+    record = Progress(Phase.REBOOTING, "boot-a", True, "2026-11-22T03:00:00Z")
+    assert Progress.from_json(record.to_json()) == record
+    assert Progress.from_json("not json") == Progress()
+    assert Progress.from_json('{"phase":"exploding"}') == Progress()
+    assert Progress.from_json(None) == Progress()
