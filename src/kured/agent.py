@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -30,17 +31,21 @@ from kured.drain import Drainer, DrainError, DrainOptions
 from kured.events import EventRecorder, Reason
 from kured.host import Host
 from kured.kube import ApiError, DaemonSet, Kube, Node, load_config
-from kured.lock import DaemonSetLock, LockView
+from kured.lease import LeaseLock
+from kured.lock import DaemonSetLock, Lock, LockEntry, LockView
+from kured.metrics import Health, Metrics, MetricsServer
 from kured.notify import Event, Notifier
 from kured.policy import (
     PAUSED_ANNOTATION,
     PROGRESS_ANNOTATION,
     Decision,
+    HolderFacts,
     Observation,
     Phase,
     Progress,
     Step,
     decide,
+    reclaim_reason,
 )
 
 log = logging.getLogger("kured")
@@ -51,6 +56,9 @@ STATUS_ANNOTATION = "kured.dev/status"
 SENTINEL_POLL_SECONDS = 2.0
 WATCH_RETRY_MAX_SECONDS = 30.0
 JITTER = 0.1
+HEALTH_BEAT_SECONDS = 30.0
+HEALTH_STUCK_SECONDS = 180.0  # one evaluation: a few bounded API calls and checks
+HEALTH_SLACK_SECONDS = 60.0
 
 Notify = Callable[[Event, str], Awaitable[object]]
 
@@ -70,6 +78,7 @@ class Seen:
     obs: Observation
     node: Node
     lock: LockView
+    stale: dict[str, str]  # holders whose slot may be taken over → why
 
 
 def now_rfc3339() -> str:
@@ -96,6 +105,8 @@ class Agent:
         kube: Kube,
         blockers: list[Blocker],
         notify: Notify,
+        metrics: Metrics,
+        health: Health,
     ) -> None:
         self.config = config
         self.node_id = config.node_id
@@ -103,19 +114,13 @@ class Agent:
         self._kube = kube
         self._blockers = blockers
         self._notify = notify
+        self._metrics = metrics
+        self._health = health
         self._events = EventRecorder(kube)
         self._wake = asyncio.Event()
         self._last_sentinel: bool | None = None
         self._status: dict[str, Any] = {}  # what kured.dev/status says (as last read or written)
-        self.lock = DaemonSetLock(
-            kube,
-            namespace=config.ds_namespace,
-            name=config.ds_name,
-            annotation=config.lock_annotation,
-            node_id=config.node_id,
-            ttl=config.lock_ttl,
-            concurrency=config.concurrency,
-        )
+        self.lock = make_lock(config, kube)
         self._drainer = Drainer(kube, DrainOptions.from_config(config))
 
     # -- the loop ------------------------------------------------------------------
@@ -124,6 +129,7 @@ class Agent:
         """Forever: decide, act, wait as long as the step allows."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._watch_lock())
+            tasks.create_task(self.lock.keep_alive())
             if not self.config.reboot_sentinel_command:
                 tasks.create_task(self._watch_sentinel())
             while True:
@@ -133,6 +139,7 @@ class Agent:
 
     async def run_once(self) -> float:
         """One decision and its step; returns how long to wait before the next (0 = at once)."""
+        self._health.beat("evaluate")
         seen = await self.observe()
         if seen is None:
             return self._period()
@@ -147,19 +154,22 @@ class Agent:
             log.error("Node %s not found; waiting for it to be registered", self.node_id)
             return None
         ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
-        lock = self.lock.view(ds)
+        lock = await self.lock.snapshot(ds)
         if lock.unreadable:
             log.error("Lock annotation is unreadable: %s", lock.unreadable)
         now = datetime.now(UTC)
         self._last_sentinel = await self._host.reboot_required()
+        self._metrics.set_reboot_required(self._last_sentinel)
         progress = Progress.from_json(_annotations(node).get(PROGRESS_ANNOTATION))
-        entry = lock.record.entry_of(self.node_id, now)
-        free = not lock.unreadable and len(lock.record.live(now)) < self.config.concurrency
+        entry = lock.record.entry_of(self.node_id)
+        stale = await self._stale_holders(lock, now) if entry is None else {}
+        taken = len(lock.record.entries) - len(stale)
         obs = Observation(
             reboot_required=self._last_sentinel,
             window_open=self.config.window.is_open(now),
             holds_lock=entry is not None,
-            lock_available=entry is not None or free,
+            lock_available=entry is not None
+            or (not lock.unreadable and taken < self.config.concurrency),
             boot_id=self._host.boot_id(),
             progress=progress,
             node_unschedulable=bool(node.spec and node.spec.unschedulable),
@@ -172,7 +182,20 @@ class Agent:
         )
         if decide(obs).step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK):
             obs = replace(obs, blocked_by=await first_block(self._blockers))
-        return Seen(obs, node, lock)
+        return Seen(obs, node, lock, stale)
+
+    async def _stale_holders(self, lock: LockView, now: datetime) -> dict[str, str]:
+        """Holders whose slot may be taken over, with why (only asked when every slot is taken)."""
+        if len(lock.record.entries) < self.config.concurrency:
+            return {}
+        bound = self.config.stale_lock_timeout.total_seconds()
+        stale = {}
+        for entry in lock.record.entries:
+            holder = await self._kube.get_node(entry.node_id)
+            reason = reclaim_reason(holder_facts(entry, holder, now), bound)
+            if reason:
+                stale[entry.node_id] = reason
+        return stale
 
     async def apply(self, decision: Decision, seen: Seen) -> float:
         """Carry out one step; the return value is how long to wait afterwards."""
@@ -186,7 +209,7 @@ class Agent:
             log.info("Reboot blocked: %s", decision.reason)
             return self._period()
         if step is Step.WAIT_FOR_LOCK:
-            holders = ", ".join(seen.lock.record.holders(datetime.now(UTC))) or "unreadable lock"
+            holders = ", ".join(seen.lock.record.holders()) or "unreadable lock"
             log.info("Lock already held: %s", holders)
             await self._set_taint(seen.node, True)
             return self._period()
@@ -202,7 +225,10 @@ class Agent:
 
     async def _acquire(self, seen: Seen) -> float:
         log.info("Reboot required")
-        acquired, holders = await self.lock.acquire(seen.obs.node_unschedulable)
+        for holder, why in seen.stale.items():
+            log.warning("Releasing stale lock of %s: %s", holder, why)
+        reclaim = frozenset(seen.stale)
+        acquired, holders = await self.lock.acquire(seen.obs.node_unschedulable, reclaim)
         if not acquired:
             log.info("Lock already held: %s", ", ".join(holders))
             await self._set_taint(seen.node, True)
@@ -222,7 +248,9 @@ class Agent:
         await self._events.record(seen.node, Reason.DRAINING, f"Draining node {self.node_id}")
         await self._kube.set_unschedulable(self.node_id, True)
         try:
-            await self._drainer.drain(self.node_id)
+            timeout = self.config.drain_timeout.total_seconds() or math.inf
+            with self._health.operation("drain", timeout + HEALTH_SLACK_SECONDS):
+                await self._drainer.drain(self.node_id)
         except DrainError as err:
             log.error("Error draining node %s: %s", self.node_id, err)
             await self._events.record(seen.node, Reason.DRAIN_FAILED, str(err))
@@ -346,19 +374,25 @@ class Agent:
         return self.config.period.total_seconds() * random.uniform(1, 1 + JITTER)
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep until the timeout or until a watcher says something changed."""
+        """Sleep until the timeout or until a watcher says something changed.
+
+        The sleep is cut in slices that each beat the health check, so a long
+        ``--period`` is not mistaken for a stuck loop.
+        """
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            self._health.beat("waiting")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(left, HEALTH_BEAT_SECONDS))
+                return
 
     async def _watch_lock(self) -> None:
-        """Wake the loop whenever the lock's DaemonSet changes; back off on errors."""
+        """Wake the loop whenever the lock changes; back off on errors."""
         delay = 1.0
         while True:
             try:
-                async for _event in self._kube.watch_daemonset(
-                    self.config.ds_namespace, self.config.ds_name
-                ):
+                async for _event in self.lock.changes():
                     delay = 1.0
                     self._wake.set()
             except ApiError as err:
@@ -392,6 +426,29 @@ def _status(node: Node) -> dict[str, Any]:
     return {}
 
 
+def holder_facts(entry: LockEntry, node: Node | None, now: datetime) -> HolderFacts:
+    """What a lock holder's Node says about whether it is still using its slot."""
+    hand_set, expired = entry.created is None, entry.expired(now)
+    if node is None:
+        return HolderFacts(node_exists=False, hand_set=hand_set, expired=expired)
+    progress = Progress.from_json(_annotations(node).get(PROGRESS_ANNOTATION))
+    status = node.status
+    boot = status.nodeInfo.bootID if status and status.nodeInfo else ""
+    ready = next(
+        (c for c in (status.conditions if status else None) or [] if c.type == "Ready"), None
+    )
+    since = ready.lastTransitionTime if ready else None
+    return HolderFacts(
+        node_exists=True,
+        hand_set=hand_set,
+        expired=expired,
+        phase=progress.phase,
+        boot_changed=bool(progress.boot_id) and boot != progress.boot_id,
+        ready=bool(ready and ready.status == "True"),
+        condition_age=(now - since).total_seconds() if since else math.inf,
+    )
+
+
 def _paused(ds: DaemonSet, node: Node) -> str:
     if PAUSED_ANNOTATION in _annotations(ds):
         return f"cluster-wide: {_annotations(ds)[PAUSED_ANNOTATION]}"
@@ -409,6 +466,28 @@ async def _sleep_for(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
+def make_lock(config: Config, kube: Kube) -> Lock:
+    """The ``--lock-backend`` the operator chose."""
+    if config.lock_backend == "lease":
+        return LeaseLock(
+            kube,
+            namespace=config.ds_namespace,
+            name=config.ds_name,
+            node_id=config.node_id,
+            concurrency=config.concurrency,
+            duration=config.lock_ttl,
+        )
+    return DaemonSetLock(
+        kube,
+        namespace=config.ds_namespace,
+        name=config.ds_name,
+        annotation=config.lock_annotation,
+        node_id=config.node_id,
+        ttl=config.lock_ttl,
+        concurrency=config.concurrency,
+    )
+
+
 def build_blockers(config: Config, kube: Kube) -> list[Blocker]:
     """Prometheus first, then pods: Go kured's order."""
     blockers: list[Blocker] = []
@@ -422,12 +501,16 @@ def build_blockers(config: Config, kube: Kube) -> list[Blocker]:
 
 async def run_daemon(config: Config, host: Host) -> None:
     """Connect to the API server and run this node's agent until cancelled."""
-    async with Kube(load_config(config.kubeconfig)) as kube:
+    metrics, health = Metrics(config.node_id), Health(stuck_after=HEALTH_STUCK_SECONDS)
+    server = MetricsServer(metrics, health, config.metrics_host, config.metrics_port)
+    async with server, Kube(load_config(config.kubeconfig)) as kube:
         agent = Agent(
             config=config,
             host=host,
             kube=kube,
             blockers=build_blockers(config, kube),
             notify=Notifier.from_config(config).notify,
+            metrics=metrics,
+            health=health,
         )
         await agent.run()

@@ -580,8 +580,9 @@ def _label_warnings(
     if pre_keys == post_keys:
         return ()
     return (
-        f"--pre-reboot-node-labels keys {pre_keys} differ from --post-reboot-node-labels keys "
-        f"{post_keys}; a label set before the reboot may stay after it",
+        f"--pre-reboot-node-labels keys {_go_list(pre_keys)} differ from "
+        f"--post-reboot-node-labels keys {_go_list(post_keys)}; "
+        "a label set before the reboot may stay after it",
     )
 
 
@@ -633,19 +634,23 @@ def parse_args(argv: Sequence[str]) -> ParsedArgs:
 
 def error_line(error: click.ClickException) -> str:
     """One line naming the flag (and its env var when the value came from there)."""
-    if isinstance(error, click.BadParameter) and isinstance(error.param, click.Option):
-        where = error.param.opts[0]
-        name = error.param.name
-        if (
-            error.ctx
-            and name
-            and error.ctx.get_parameter_source(name) == ParameterSource.ENVIRONMENT
-        ):
-            where += f" (from env {error.param.envvar})"
-        text = f"{where}: {error.message}"
+    if isinstance(error, click.NoSuchOption):
+        text = f"unknown flag {error.option_name}"
+        if error.possibilities:
+            text += f"; did you mean {' or '.join(sorted(error.possibilities))}?"
+        text += " (see kured --help)"
+    elif isinstance(error, click.BadParameter) and isinstance(error.param, click.Option):
+        text = f"{_where(error.param, error.ctx)}: {error.message}"
     else:
         text = error.format_message()
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _where(option: click.Option, ctx: click.Context | None) -> str:
+    source = ctx.get_parameter_source(option.name) if ctx and option.name else None
+    if source == ParameterSource.ENVIRONMENT:
+        return f"{option.opts[0]} (from env {option.envvar})"
+    return option.opts[0]
 
 
 def log_startup(parsed: ParsedArgs) -> None:

@@ -62,3 +62,8 @@ class Config:
     log_format: Literal["text", "json"] = "text"
     # Not in Go kured: where to find the API server when running outside a cluster.
     kubeconfig: str | None = None
+    # Not in Go kured: an expired lock whose holder is mid-reboot is only taken over once
+    # the holder has been NotReady (or back without finishing) this long.
+    stale_lock_timeout: timedelta = timedelta(minutes=30)
+    # Not in Go kured: where the lock lives (Go kured's annotation, or one Lease per slot).
+    lock_backend: Literal["daemonset-annotation", "lease"] = "daemonset-annotation"

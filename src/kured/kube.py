@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
@@ -28,22 +28,27 @@ from lightkube.config.client_adapter import ConnectionParams
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
 
 log = logging.getLogger("kured.kube")
+T = TypeVar("T")
 
 EVENT_NAMESPACE = "default"  # where kubelets put Node events
 EVENT_COMPONENT = "kured"
 REQUEST_TIMEOUT = httpx2.Timeout(15.0)
+WATCH_SECONDS = 300  # the server ends each watch after this; lightkube starts a new one
 """Every API call is bounded, so a hung connection never wedges the main loop."""
 
 __all__ = [
     "ApiError",
     "Conflict",
     "DaemonSet",
+    "Event",
     "EvictionOutcome",
     "Kube",
+    "Lease",
     "Node",
     "Pod",
     "load_config",
@@ -92,6 +97,10 @@ class Kube:
 
     # -- nodes -----------------------------------------------------------------
 
+    async def list_nodes(self) -> list[Node]:
+        """Every Node in the cluster (``kuredctl status`` shows them all)."""
+        return [node async for node in self._client.list(Node)]
+
     async def get_node(self, name: str) -> Node | None:
         """The Node, or None when it does not exist (deleted from the cluster)."""
         try:
@@ -114,12 +123,7 @@ class Kube:
     ) -> Node:
         """Replace the node's taint list, guarded by resourceVersion (409 → :class:`Conflict`)."""
         patch = {"metadata": {"resourceVersion": resource_version}, "spec": {"taints": taints}}
-        try:
-            return await self.patch_node(name, patch)
-        except ApiError as err:
-            if err.status.code == 409:
-                raise Conflict(str(err)) from err
-            raise
+        return await self._conflict_as_error(self.patch_node(name, patch))
 
     # -- pods --------------------------------------------------------------------
 
@@ -172,6 +176,13 @@ class Kube:
             log.debug("Eviction API: %s", self._eviction_version)
         return self._eviction_version
 
+    # -- events ----------------------------------------------------------------------
+
+    async def list_events(self, fields: Mapping[str, str]) -> list[Event]:
+        """Core Events in every namespace matching a field selector (``{"source": "kured"}``)."""
+        stream = self._client.list(Event, namespace="*", fields=dict(fields))
+        return [event async for event in stream]
+
     # -- the DaemonSet that carries the lock ---------------------------------------
 
     async def get_daemonset(self, namespace: str, name: str) -> DaemonSet:
@@ -194,12 +205,7 @@ class Kube:
                 merged[key] = value
         meta.annotations = merged
         ds.metadata = meta
-        try:
-            return await self._client.replace(ds)
-        except ApiError as err:
-            if err.status.code == 409:
-                raise Conflict(str(err)) from err
-            raise
+        return await self._conflict_as_error(self._client.replace(ds))
 
     async def watch_daemonset(
         self, namespace: str, name: str
@@ -209,10 +215,43 @@ class Kube:
             DaemonSet,
             namespace=namespace,
             fields={"metadata.name": name},
-            server_timeout=300,
+            server_timeout=WATCH_SECONDS,
         )
         async for event, obj in stream:
             yield event, obj
+
+    # -- leases (``--lock-backend=lease``) ----------------------------------------------------
+
+    async def list_leases(self, namespace: str, labels: Mapping[str, str]) -> list[Lease]:
+        return [
+            lease
+            async for lease in self._client.list(Lease, namespace=namespace, labels=dict(labels))
+        ]
+
+    async def create_lease(self, lease: Lease) -> Lease:
+        """Create a Lease; 409 (someone created it first) → :class:`Conflict`."""
+        return await self._conflict_as_error(self._client.create(lease))
+
+    async def replace_lease(self, lease: Lease) -> Lease:
+        """Update a Lease guarded by its resourceVersion (409 → :class:`Conflict`)."""
+        return await self._conflict_as_error(self._client.replace(lease))
+
+    async def watch_leases(
+        self, namespace: str, labels: Mapping[str, str]
+    ) -> AsyncIterator[tuple[str, Lease]]:
+        stream = self._client.watch(
+            Lease, namespace=namespace, labels=dict(labels), server_timeout=WATCH_SECONDS
+        )
+        async for event, obj in stream:
+            yield event, obj
+
+    async def _conflict_as_error(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except ApiError as err:
+            if err.status.code == 409:
+                raise Conflict(str(err)) from err
+            raise
 
     # -- events ----------------------------------------------------------------------------
 

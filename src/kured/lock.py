@@ -25,15 +25,32 @@ import json
 import logging
 import random
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from kured.kube import Conflict, DaemonSet, Kube
 
 log = logging.getLogger("kured.lock")
 
 MAX_WRITE_ATTEMPTS = 20
+
+
+class Lock(Protocol):
+    """What the agent needs of a lock backend (DaemonSet annotation or Leases)."""
+
+    async def snapshot(self, ds: DaemonSet) -> LockView: ...
+
+    async def acquire(
+        self, unschedulable_before: bool, reclaim: frozenset[str] = frozenset()
+    ) -> tuple[bool, list[str]]: ...
+
+    async def release(self, node_id: str | None = None) -> bool: ...
+
+    async def keep_alive(self) -> None: ...
+
+    def changes(self) -> AsyncIterator[object]: ...
 
 
 class LockFormatError(ValueError):
@@ -68,27 +85,34 @@ class LockRecord:
     entries: tuple[LockEntry, ...] = ()
 
     def live(self, now: datetime) -> tuple[LockEntry, ...]:
+        """Entries whose TTL has not run out (what Go kured would count)."""
         return tuple(e for e in self.entries if not e.expired(now))
 
-    def entry_of(self, node_id: str, now: datetime) -> LockEntry | None:
-        return next((e for e in self.live(now) if e.node_id == node_id), None)
+    def entry_of(self, node_id: str) -> LockEntry | None:
+        """This node's entry, expired or not: an expired slot is still ours until reclaimed."""
+        return next((e for e in self.entries if e.node_id == node_id), None)
 
-    def holders(self, now: datetime) -> list[str]:
-        return [e.node_id for e in self.live(now)]
+    def holders(self) -> list[str]:
+        return [e.node_id for e in self.entries]
 
-    def acquire(self, entry: LockEntry, slots: int, now: datetime) -> LockRecord | None:
+    def acquire(
+        self, entry: LockEntry, slots: int, reclaim: frozenset[str] = frozenset()
+    ) -> LockRecord | None:
         """The record with ``entry`` added, or None when all ``slots`` are taken.
 
-        Expired entries are dropped. Taking a lock one already holds succeeds
-        without changing it, so a restart that re-acquires keeps the original
-        metadata (and with it who had cordoned the node).
+        Entries named in ``reclaim`` (stale holders, see
+        :func:`kured.policy.reclaim_reason`) are dropped first; an expired entry
+        that is not reclaimed still holds its slot, so a TTL running out during a
+        reboot does not let a second node go down. Taking a lock one already
+        holds changes nothing, so a restart keeps the original metadata (and with
+        it who had cordoned the node).
         """
-        live = self.live(now)
-        if any(e.node_id == entry.node_id for e in live):
-            return LockRecord(live)
-        if len(live) >= slots:
+        if self.entry_of(entry.node_id) is not None:
+            return self
+        kept = tuple(e for e in self.entries if e.node_id not in reclaim)
+        if len(kept) >= slots:
             return None
-        return LockRecord((*live, entry))
+        return LockRecord((*kept, entry))
 
     def release(self, node_id: str) -> LockRecord:
         return LockRecord(tuple(e for e in self.entries if e.node_id != node_id))
@@ -219,14 +243,23 @@ class DaemonSetLock:
         self._concurrency = concurrency
 
     async def read(self) -> LockView:
-        return self.view(await self._kube.get_daemonset(self._namespace, self._name))
+        return _view(await self._kube.get_daemonset(self._namespace, self._name), self.annotation)
 
-    def view(self, ds: DaemonSet) -> LockView:
+    async def snapshot(self, ds: DaemonSet) -> LockView:
         """The lock as carried by an already-read DaemonSet (saves a GET)."""
         return _view(ds, self.annotation)
 
-    async def acquire(self, unschedulable_before: bool) -> tuple[bool, list[str]]:
-        """Take a slot. Returns (acquired, holders) — holders as seen when it failed."""
+    async def keep_alive(self) -> None:
+        """Nothing to renew: an annotation lasts until released (or its TTL)."""
+
+    async def changes(self) -> AsyncIterator[object]:
+        async for event in self._kube.watch_daemonset(self._namespace, self._name):
+            yield event
+
+    async def acquire(
+        self, unschedulable_before: bool, reclaim: frozenset[str] = frozenset()
+    ) -> tuple[bool, list[str]]:
+        """Take a slot, dropping the stale holders in ``reclaim``. Returns (acquired, holders)."""
 
         def change(record: LockRecord, now: datetime) -> LockRecord | None:
             entry = LockEntry(
@@ -235,14 +268,13 @@ class DaemonSetLock:
                 ttl=self._ttl,
                 metadata={"unschedulable": unschedulable_before},
             )
-            return record.acquire(entry, self._concurrency, now)
+            return record.acquire(entry, self._concurrency, reclaim)
 
         record = await self._update(change)
-        now = datetime.now(UTC)
         if record is None:
             current = await self.read()
-            return False, current.record.holders(now)
-        return True, record.holders(now)
+            return False, current.record.holders()
+        return True, record.holders()
 
     async def release(self, node_id: str | None = None) -> bool:
         """Give up this node's slot (or a stale holder's). True if one was freed."""

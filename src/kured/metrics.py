@@ -81,8 +81,9 @@ class _Operation:
 class Health:
     """Is the agent loop still making progress?
 
-    Unhealthy when no :meth:`beat` arrived within ``stuck_after`` seconds, or while an
-    operation registered with :meth:`operation` runs past its own timeout. A daemon that
+    Unhealthy when no :meth:`beat` arrived within ``stuck_after`` seconds (outside any
+    operation), or while an operation registered with :meth:`operation` runs past its own
+    timeout. A daemon that
     sleeps for a long ``--period`` must keep beating while it waits.
     """
 
@@ -115,6 +116,8 @@ class Health:
         for op in self._operations.values():
             if now - op.started > op.timeout:
                 return f"{op.name} running for {now - op.started:.0f}s (timeout {op.timeout:g}s)"
+        if self._operations:
+            return None  # busy with a step that is still within its time
         idle = now - self._last_beat
         if idle > self.stuck_after:
             return f"main loop stuck: no progress for {idle:.0f}s (last stage: {self._stage})"

@@ -143,3 +143,46 @@ def _idle(obs: Observation) -> Decision:
     if obs.lock_available:
         return Decision(Step.ACQUIRE_LOCK, "Reboot required")
     return Decision(Step.WAIT_FOR_LOCK, "every lock slot is held")
+
+
+@dataclass(frozen=True)
+class HolderFacts:
+    """What another agent can see of a lock holder, to decide whether its slot is stale."""
+
+    node_exists: bool
+    hand_set: bool  # the entry has no creation time: an operator's `kubectl annotate`
+    expired: bool  # TTL (annotation) or lease duration ran out
+    phase: Phase = Phase.IDLE  # the holder's recorded progress
+    boot_changed: bool = False  # kubelet-reported boot id differs from the recorded one
+    ready: bool = True
+    condition_age: float = 0.0  # seconds since the holder's Ready condition last changed
+
+
+def reclaim_reason(holder: HolderFacts, bound_seconds: float) -> str:
+    """Why another node may take this holder's slot ("" = it may not).
+
+    * a hand-set lock is the operator's brake: never taken;
+    * a holder whose Node is gone will never release: taken at once;
+    * an unexpired holder keeps its slot;
+    * an expired holder that is not mid-reboot is free (Go kured's TTL);
+    * an expired holder mid-drain or mid-reboot keeps its slot while the reboot
+      may still be under way: until it has been NotReady for ``bound_seconds``
+      (the host died), or back Ready with a new boot id for ``bound_seconds``
+      (its daemon never came back to finish). A TTL that runs out during a
+      reboot therefore never lets a second node go down beside it.
+    """
+    if holder.hand_set:
+        return ""
+    if not holder.node_exists:
+        return "holder node deleted"
+    if not holder.expired:
+        return ""
+    if holder.phase is Phase.IDLE:
+        return "lock expired"
+    if holder.condition_age < bound_seconds:
+        return ""
+    if not holder.ready:
+        return f"holder NotReady for over {bound_seconds:g}s"
+    if holder.boot_changed:
+        return f"holder back from reboot for over {bound_seconds:g}s without finishing"
+    return ""

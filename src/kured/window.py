@@ -81,7 +81,10 @@ class Window:
         )
 
     def next_open(self, now: datetime) -> datetime:
-        """``now`` if the window is open, else the first later moment it is (in ``tz``).
+        """``now`` if the window is open, else the first later moment it is.
+
+        The result is in ``now``'s zone: a moment inside a fall-back fold, expressed
+        in the window's zone, would compare unequal to the same instant in UTC (PEP 495).
 
         The window can only open at a wall-clock ``start``, at a midnight (the weekday
         changes) or at a zone transition (the wall clock jumps), so the earliest open
@@ -89,9 +92,9 @@ class Window:
         """
         if self.is_open(now):
             return now
-        after = _aware(now).astimezone(UTC)
+        after = now.astimezone(UTC)
         openings = (c for c in self._candidates(after) if c > after and self.is_open(c))
-        return min(openings).astimezone(self.tz)
+        return min(openings).astimezone(now.tzinfo)
 
     def describe(self) -> str:
         """Go kured's rendering: ``SunMonTueWedThuFriSat between 00:00 and 23:59 UTC``."""

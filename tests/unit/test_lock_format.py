@@ -40,10 +40,10 @@ GO_MULTI = (
 
 def test_hand_set_manual_lock_is_held_forever() -> None:
     record = parse('{"nodeID":"manual"}')
-    assert record.holders(NOW) == ["manual"]
+    assert record.holders() == ["manual"]
     assert record.entries[0].created is None
     assert not record.entries[0].expired(NOW + timedelta(days=3650))
-    assert record.acquire(LockEntry("node-1", NOW), 1, NOW) is None
+    assert record.acquire(LockEntry("node-1", NOW), 1) is None
 
 
 def test_go_single_format() -> None:
@@ -64,23 +64,30 @@ def test_go_ttl_is_nanoseconds_and_expires() -> None:
     assert entry.expired(datetime(2026, 11, 22, 2, 30, tzinfo=UTC))  # now - created >= TTL
 
 
-def test_go_multi_format_drops_expired_entries() -> None:
+def test_go_multi_format_expired_entries_hold_until_reclaimed() -> None:
     record = parse(GO_MULTI)
-    assert [e.node_id for e in record.entries] == ["node-1", "node-3"]
-    assert record.holders(NOW) == ["node-1"]  # node-3's hour ran out at 02:00
-    taken = record.acquire(LockEntry("node-2", NOW), 2, NOW)
+    assert record.holders() == ["node-1", "node-3"]
+    assert [e.node_id for e in record.live(NOW)] == ["node-1"]  # node-3's hour ran out at 02:00
+    assert record.acquire(LockEntry("node-2", NOW), 2) is None
+    taken = record.acquire(LockEntry("node-2", NOW), 2, reclaim=frozenset({"node-3"}))
     assert taken is not None
-    assert taken.holders(NOW) == ["node-1", "node-2"]
+    assert taken.holders() == ["node-1", "node-2"]
 
 
 @pytest.mark.parametrize("text", [None, "", "  ", '{"nodeID":""}', '{"maxOwners":3,"locks":[]}'])
 def test_free_lock_forms(text: str | None) -> None:
-    assert parse(text).holders(NOW) == []
+    assert parse(text).holders() == []
 
 
 @pytest.mark.parametrize(
     "text",
-    ["garbage", "[1,2]", '{"locks":"x"}', '{"nodeID":"a","TTL":"soon"}', '{"nodeID":"a","created":"y"}'],
+    [
+        "garbage",
+        "[1,2]",
+        '{"locks":"x"}',
+        '{"nodeID":"a","TTL":"soon"}',
+        '{"nodeID":"a","created":"y"}',
+    ],
 )
 def test_garbage_is_reported_not_guessed(text: str) -> None:
     with pytest.raises(LockFormatError):
@@ -112,7 +119,7 @@ def test_render_multi_has_max_owners() -> None:
 def test_reacquire_keeps_the_original_entry() -> None:
     first = LockEntry("node-1", NOW, metadata={"unschedulable": True})
     record = LockRecord((first,))
-    again = record.acquire(LockEntry("node-1", NOW + timedelta(minutes=1)), 1, NOW)
+    again = record.acquire(LockEntry("node-1", NOW + timedelta(minutes=1)), 1)
     assert again == record
 
 
@@ -161,14 +168,18 @@ def test_render_parse_round_trip(items: list[LockEntry], concurrency: int) -> No
     st.lists(entries, max_size=6, unique_by=lambda e: e.node_id),
     st.integers(1, 4),
     st.text(min_size=1, max_size=5),
+    st.sets(st.text(min_size=1, max_size=5)),
 )
-def test_acquire_never_exceeds_slots(items: list[LockEntry], slots: int, node: str) -> None:
+def test_acquire_never_exceeds_slots(
+    items: list[LockEntry], slots: int, node: str, reclaim: set[str]
+) -> None:
     record = LockRecord(tuple(items))
-    taken = record.acquire(LockEntry(node, NOW), slots, NOW)
-    already = node in record.holders(NOW)
-    if taken is None:
-        assert len(record.live(NOW)) >= slots and not already
+    taken = record.acquire(LockEntry(node, NOW), slots, frozenset(reclaim))
+    if node in record.holders():
+        assert taken == record
+    elif taken is None:
+        assert len([e for e in items if e.node_id not in reclaim]) >= slots
     else:
-        assert node in taken.holders(NOW)
-        assert len(taken.live(NOW)) <= max(slots, len(record.live(NOW)))
-        assert already or len(taken.live(NOW)) <= slots
+        assert node in taken.holders()
+        assert len(taken.entries) <= slots
+        assert not set(taken.holders()) & (reclaim - {node})

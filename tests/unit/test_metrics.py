@@ -129,3 +129,12 @@ async def test_garbage_and_silent_clients_do_not_hurt(
     writer.close()
     async with httpx2.AsyncClient() as client:
         assert (await client.get(f"{served[3]}/healthz")).status_code == 200
+
+
+def test_a_long_step_within_its_time_is_not_stuck() -> None:
+    clock = FakeClock()
+    health = Health(stuck_after=60, clock=clock)
+    with health.operation("drain", timeout=3600):
+        clock.now += 600
+        assert health.problem() is None
+    assert health.problem() == "main loop stuck: no progress for 600s (last stage: starting)"

@@ -5,7 +5,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kured.policy import Decision, Observation, Phase, Progress, Step, decide
+from kured.policy import (
+    Decision,
+    HolderFacts,
+    Observation,
+    Phase,
+    Progress,
+    Step,
+    decide,
+    reclaim_reason,
+)
 
 progress = st.builds(
     Progress,
@@ -105,3 +114,36 @@ def test_progress_record_round_trip_and_garbage() -> None:
     assert Progress.from_json("not json") == Progress()
     assert Progress.from_json('{"phase":"exploding"}') == Progress()
     assert Progress.from_json(None) == Progress()
+
+
+holders = st.builds(
+    HolderFacts,
+    node_exists=st.booleans(),
+    hand_set=st.booleans(),
+    expired=st.booleans(),
+    phase=st.sampled_from(Phase),
+    boot_changed=st.booleans(),
+    ready=st.booleans(),
+    condition_age=st.floats(0, 10_000),
+)
+
+
+@given(holders, st.floats(1, 5_000))
+def test_a_live_holder_is_never_robbed(holder: HolderFacts, bound: float) -> None:
+    reason = reclaim_reason(holder, bound)
+    if holder.hand_set or (holder.node_exists and not holder.expired):
+        assert reason == ""
+
+
+@given(holders, st.floats(1, 5_000))
+def test_an_expired_ttl_never_frees_a_node_mid_reboot(holder: HolderFacts, bound: float) -> None:
+    mid_reboot = holder.phase is not Phase.IDLE and not holder.boot_changed and holder.ready
+    if holder.node_exists and mid_reboot:
+        assert reclaim_reason(holder, bound) == ""
+    if holder.node_exists and holder.phase is not Phase.IDLE and holder.condition_age < bound:
+        assert reclaim_reason(holder, bound) == ""
+
+
+def test_deleted_holder_is_reclaimed_at_once() -> None:
+    gone = HolderFacts(node_exists=False, hand_set=False, expired=False)
+    assert reclaim_reason(gone, 600) == "holder node deleted"

@@ -419,7 +419,9 @@ def _write_info(state: SandboxState, launcher: _Launcher, etcd: str) -> None:
     info = {
         "server": launcher.server,
         "kubernetes": launcher.binaries.name.removeprefix("bin-"),
-        "kubernetes_version": _version([*launcher.argv("kube-apiserver")[:1], "--version"]).split()[-1],
+        "kubernetes_version": _version(
+            [str(launcher.binaries / "kube-apiserver"), "--version"]
+        ).split()[-1],
         "binaries": str(launcher.binaries),
         "etcd": _version([etcd, "--version"]),
         "kured": kured.__version__,

@@ -11,12 +11,22 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from kured.sandbox import procs
-from kured.sandbox.state import FleetDir, NodeDir, SandboxState, atomic_write, read_json
+from kured.sandbox.fleet import supervisor_pid_file
+from kured.sandbox.state import (
+    FleetDir,
+    NodeDir,
+    SandboxError,
+    SandboxState,
+    atomic_write,
+    read_json,
+)
 
 log = logging.getLogger("kured.sandbox.daemons")
 
@@ -142,3 +152,49 @@ class Daemons:
 
     async def close(self) -> None:
         await self._stop(sorted(set(self.procs) | set(self.keepers)), signal.SIGTERM)
+
+
+def kured_command(kubeconfig: Path, namespace: str, flags: list[str]) -> list[str]:
+    """The per-node kured command line; the user's flags come last so they win."""
+    return [
+        sys.executable,
+        "-m",
+        "kured",
+        "--node-id",
+        NODE_PLACEHOLDER,
+        "--reboot-sentinel",
+        f"{NODE_DIR_PLACEHOLDER}/reboot-required",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--ds-namespace",
+        namespace,
+        *flags,
+    ]
+
+
+async def set_daemons(
+    state: SandboxState, fleet: str, spec: DaemonSpec | None, within: float = 30.0
+) -> None:
+    """Hand the fleet's supervisor a new spec (None: stop the daemons) and wait until it has
+    applied it."""
+    fleet_dir = state.fleet(fleet)
+    if spec is None:
+        fleet_dir.daemon_spec.unlink(missing_ok=True)
+        generation = ""
+    else:
+        generation = spec.save(fleet_dir).generation
+    pid_file = supervisor_pid_file(state, fleet)
+    deadline = time.monotonic() + within
+    while _applied(fleet_dir) != generation:
+        if procs.running_pid(pid_file) is None:
+            raise SandboxError(f"the supervisor of fleet {fleet!r} is not running")
+        if time.monotonic() > deadline:
+            raise SandboxError(f"the supervisor of fleet {fleet!r} did not apply the daemon spec")
+        await asyncio.sleep(0.1)
+
+
+def _applied(fleet_dir: FleetDir) -> str:
+    try:
+        return fleet_dir.daemon_applied.read_text().strip()
+    except FileNotFoundError:
+        return ""

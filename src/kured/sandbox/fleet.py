@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Node
 
 from kured.sandbox import procs
@@ -114,7 +114,7 @@ async def fleet_nodes(client: AsyncClient, fleet: str) -> list[Node]:
 
 
 async def wait_ready(
-    client: AsyncClient, state: SandboxState, config: FleetConfig, timeout: float = 120.0
+    client: AsyncClient, state: SandboxState, config: FleetConfig, within: float = 120.0
 ) -> float:
     """Wait until every node of the fleet is Ready and schedulable; returns the seconds it took.
     Fails at once if the supervisor dies."""
@@ -127,14 +127,13 @@ async def wait_ready(
         nodes = await fleet_nodes(client, config.name)
         if sum(node_ready(node) for node in nodes) == config.nodes:
             return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise SandboxError(f"fleet {config.name!r}: nodes not Ready within {timeout:.0f} s")
+        if time.monotonic() - started > within:
+            raise SandboxError(f"fleet {config.name!r}: nodes not Ready within {within:.0f} s")
         await asyncio.sleep(0.25)
 
 
 async def delete_nodes(client: AsyncClient, names: Iterable[str]) -> None:
     """Delete Node objects (their Leases go with them: the node owns its Lease)."""
-    from lightkube import ApiError
 
     async def delete(name: str) -> None:
         try:

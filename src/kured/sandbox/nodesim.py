@@ -19,6 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
+from lightkube.core.client import FieldSelector
+from lightkube.models.coordination_v1 import LeaseSpec
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.operators import not_equal
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, NodeStatus, Pod, PodStatus
@@ -41,10 +44,6 @@ _CONFLICT = 409
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _now_micro() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 async def _ignore_missing(call: Awaitable[object]) -> None:
@@ -233,7 +232,7 @@ class Kubelet:
             "topology.kubernetes.io/region": "sandbox",
             FLEET_LABEL: self.config.name,
         }
-        body = Node.from_dict({"metadata": {"name": node.name, "labels": labels}})
+        body = Node(metadata=ObjectMeta(name=node.name, labels=labels))
         try:
             created = await self.client.create(body)
         except ApiError as error:
@@ -304,28 +303,23 @@ class Kubelet:
         await self.client.patch(NodeStatus, node.name, self._node_status(node))
 
     async def renew_lease(self, node: SimNode) -> None:
-        spec = {"holderIdentity": node.name, "renewTime": _now_micro()}
+        spec = LeaseSpec(holderIdentity=node.name, renewTime=datetime.now(UTC))
         try:
             await self.client.patch(
                 Lease,
                 node.name,
-                {"spec": spec},
+                {"spec": spec.to_dict()},
                 namespace=LEASE_NAMESPACE,
                 patch_type=PatchType.MERGE,
             )
         except ApiError as error:
             if error.status.code != _NOT_FOUND:
                 raise
-            owner = {"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node.uid}
-            lease = {
-                "metadata": {
-                    "name": node.name,
-                    "namespace": LEASE_NAMESPACE,
-                    "ownerReferences": [owner],
-                },
-                "spec": {**spec, "leaseDurationSeconds": LEASE_SECONDS},
-            }
-            await self.client.create(Lease.from_dict(lease))
+            # Owned by the Node, so the garbage collector deletes it with the Node.
+            owner = OwnerReference(apiVersion="v1", kind="Node", name=node.name, uid=node.uid)
+            spec.leaseDurationSeconds = LEASE_SECONDS
+            meta = ObjectMeta(name=node.name, namespace=LEASE_NAMESPACE, ownerReferences=[owner])
+            await self.client.create(Lease(metadata=meta, spec=spec))
 
     async def heartbeat(self, node: SimNode) -> None:
         """Renew the node's Lease every 10 s while it is up (and its status now and then),
@@ -371,7 +365,7 @@ class Kubelet:
 
     async def watch_pods(self) -> None:
         """List, then watch, every bound pod; relist after any watch failure."""
-        bound = {"spec.nodeName": not_equal("")}
+        bound: FieldSelector = {"spec.nodeName": not_equal("")}
         while True:
             try:
                 listing = self.client.list(Pod, namespace="*", fields=bound)

@@ -155,7 +155,12 @@ async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
         return proc.wait()
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(fd, on_exit)
     try:
         await exited
     finally:

@@ -1,0 +1,126 @@
+"""kured's deploy manifests, applied for one fleet: the lock lives on a real DaemonSet, and
+`--as-serviceaccount` runs the daemons with exactly the RBAC those manifests grant.
+
+Applied into namespace NS: namespaced objects move to NS; ClusterRoles and ClusterRoleBindings
+get the suffix -NS (unless NS is kube-system) so fleets in other namespaces do not share them;
+ServiceAccount subjects point into NS; the DaemonSet runs only on the fleet's nodes and
+tolerates every taint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightkube import ApiError, AsyncClient, codecs
+from lightkube.core.resource import NamespacedResource
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace, Secret, ServiceAccount
+
+import kured
+from kured.sandbox.controlplane import ControlPlane, kubeconfig_text
+from kured.sandbox.state import FLEET_LABEL, SandboxError, UsageError, atomic_write
+
+SYSTEM_NAMESPACE = "kube-system"
+_CLUSTER_KINDS = ("ClusterRole", "ClusterRoleBinding")
+_CONFLICT = 409
+
+
+def default_manifests_dir() -> Path:
+    """<repo>/deploy, next to src/ (where the package runs from a checkout)."""
+    return Path(kured.__file__).resolve().parents[2] / "deploy"
+
+
+def load_manifests(directory: Path) -> list[dict[str, Any]]:
+    """Every object in directory/*.yaml, as dicts."""
+    files = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    if not files:
+        raise UsageError(f"no manifests (*.yaml) in {directory} (pass --manifests DIR)")
+    objects: list[dict[str, Any]] = []
+    for path in files:
+        try:
+            objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+        except yaml.YAMLError as error:
+            raise UsageError(f"{path}: invalid YAML: {error}") from None
+    return objects
+
+
+def _renamed(name: str, namespace: str) -> str:
+    return name if namespace == SYSTEM_NAMESPACE else f"{name}-{namespace}"
+
+
+def _is_namespaced(manifest: dict[str, Any]) -> bool:
+    kind = codecs.resource_registry.load(manifest["apiVersion"], manifest["kind"])
+    return issubclass(kind, NamespacedResource)
+
+
+def adapt(manifest: dict[str, Any], namespace: str, fleet: str) -> dict[str, Any]:
+    """One manifest rewritten for namespace and fleet (see the module docstring)."""
+    meta = manifest.setdefault("metadata", {})
+    kind = manifest["kind"]
+    if kind in _CLUSTER_KINDS:
+        meta["name"] = _renamed(meta["name"], namespace)
+    elif _is_namespaced(manifest):
+        meta["namespace"] = namespace
+    role_ref = manifest.get("roleRef")
+    if role_ref and role_ref.get("kind") == "ClusterRole":
+        role_ref["name"] = _renamed(role_ref["name"], namespace)
+    for subject in manifest.get("subjects") or []:
+        if subject.get("kind") == "ServiceAccount":
+            subject["namespace"] = namespace
+    if kind == "DaemonSet":
+        pod_spec = manifest["spec"]["template"]["spec"]
+        pod_spec.setdefault("nodeSelector", {})[FLEET_LABEL] = fleet
+        pod_spec["tolerations"] = [{"operator": "Exists"}]
+    return manifest
+
+
+def service_account_of(manifests: list[dict[str, Any]]) -> str:
+    """The ServiceAccount the DaemonSet runs as (what --as-serviceaccount authenticates as)."""
+    for manifest in manifests:
+        if manifest["kind"] == "DaemonSet":
+            pod_spec = manifest["spec"]["template"]["spec"]
+            return str(pod_spec.get("serviceAccountName") or "default")
+    raise UsageError("the manifests have no DaemonSet")
+
+
+async def apply_manifests(
+    client: AsyncClient, manifests: list[dict[str, Any]], namespace: str, fleet: str
+) -> None:
+    """Create namespace if needed, then server-side apply every adapted manifest."""
+    try:
+        await client.create(Namespace(metadata=ObjectMeta(name=namespace)))
+    except ApiError as error:
+        if error.status.code != _CONFLICT:
+            raise
+    for manifest in manifests:
+        if manifest["kind"] == "Namespace":  # the target namespace replaces it
+            continue
+        obj = codecs.from_dict(adapt(manifest, namespace, fleet))
+        await client.apply(obj, force=True)
+
+
+async def service_account_kubeconfig(
+    client: AsyncClient, plane: ControlPlane, namespace: str, account: str, within: float = 30.0
+) -> Path:
+    """STATE/kubeconfig-sa-<namespace>: the ServiceAccount's token (from the Secret that the
+    1.20 token controller makes for it) with the admin kubeconfig's server and CA."""
+    deadline = time.monotonic() + within
+    while True:
+        sa = await client.get(ServiceAccount, account, namespace=namespace)
+        if sa.secrets:
+            break
+        if time.monotonic() > deadline:
+            raise SandboxError(f"no token for ServiceAccount {namespace}/{account}")
+        await asyncio.sleep(0.2)
+    secret = await client.get(Secret, str(sa.secrets[0].name), namespace=namespace)
+    data = secret.data or {}
+    token = base64.b64decode(data["token"]).decode()
+    ca_pem = base64.b64decode(data["ca.crt"])
+    path = plane.state.sa_kubeconfig(namespace)
+    atomic_write(path, kubeconfig_text(plane.server, ca_pem, token, f"{namespace}-{account}"))
+    return path

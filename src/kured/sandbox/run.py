@@ -1,0 +1,56 @@
+"""`kured-sandbox run-kured` as a function: apply kured's manifests for a fleet, pick the
+credentials (admin, or the DaemonSet's ServiceAccount), and have the fleet's supervisor run
+one daemon per node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightkube import AsyncClient
+
+from kured.sandbox.controlplane import ControlPlane
+from kured.sandbox.daemons import DaemonSpec, kured_command, set_daemons
+from kured.sandbox.fleet import FleetConfig
+from kured.sandbox.manifests import (
+    SYSTEM_NAMESPACE,
+    apply_manifests,
+    load_manifests,
+    service_account_kubeconfig,
+    service_account_of,
+)
+from kured.sandbox.state import UsageError
+
+
+async def run_kured(
+    plane: ControlPlane,
+    client: AsyncClient,
+    fleet: str,
+    args: list[str],
+    *,
+    namespace: str = SYSTEM_NAMESPACE,
+    manifests: Path | None,
+    as_serviceaccount: bool = False,
+    raw: bool = False,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Start (or replace) the fleet's daemons. args are kured flags, or with raw=True the whole
+    command ({node} and {node_dir} substituted). manifests=None applies none."""
+    FleetConfig.load(plane.state, fleet)  # fails clearly for an unknown fleet
+    kubeconfig = plane.kubeconfig
+    if manifests is not None:
+        objects = load_manifests(manifests)
+        account = service_account_of(objects)
+        await apply_manifests(client, objects, namespace, fleet)
+        if as_serviceaccount:
+            kubeconfig = await service_account_kubeconfig(client, plane, namespace, account)
+    elif as_serviceaccount:
+        raise UsageError("--as-serviceaccount needs the manifests that grant its RBAC")
+    if raw and not args:
+        raise UsageError("--raw needs a command after --")
+    command = args if raw else kured_command(kubeconfig, namespace, args)
+    spec_env = {"KUBECONFIG": str(kubeconfig), **(env or {})}
+    await set_daemons(plane.state, fleet, DaemonSpec(command, spec_env))
+
+
+async def stop_kured(plane: ControlPlane, fleet: str) -> None:
+    await set_daemons(plane.state, fleet, None)

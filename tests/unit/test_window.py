@@ -1,0 +1,296 @@
+"""The maintenance window: Go kured's semantics, DST behaviour, and its properties."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kured.window import ALL_DAYS, Window, load_zone, parse_days, parse_time_of_day
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
+UTC_ZONE = ZoneInfo("UTC")
+SUNDAY = frozenset({0})
+SATURDAY_2024_06_01 = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def window(
+    start: str, end: str, tz: ZoneInfo = UTC_ZONE, days: frozenset[int] = ALL_DAYS
+) -> Window:
+    return Window(days, parse_time_of_day(start), parse_time_of_day(end), tz)
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["su", "mo", "tu", "we", "th", "fr", "sa"], ALL_DAYS),
+        (["Sun", "MONDAY", "tue"], {0, 1, 2}),
+        (["0", "6", "3"], {0, 3, 6}),
+        ([" fr ", "", "sat"], {5, 6}),
+        (["wednesday", "we", "3"], {3}),
+    ],
+)
+def test_parse_days(items: list[str], expected: set[int]) -> None:
+    assert parse_days(items) == expected
+
+
+@pytest.mark.parametrize(
+    ("items", "needle"),
+    [
+        (["funday"], "not a day"),
+        (["7"], "out of range"),
+        (["-1"], "out of range"),
+        ([""], "no day given"),
+        ([], "no day given"),
+    ],
+)
+def test_parse_days_rejects(items: list[str], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle) as error:
+        parse_days(items)
+    assert "0=Sunday" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("15:04", time(15, 4)),
+        ("15:04:05", time(15, 4, 5)),
+        ("03:04pm", time(15, 4)),
+        ("15", time(15)),
+        ("03pm", time(15)),
+        ("3pm", time(15)),
+        ("3PM", time(15)),
+        ("11Am", time(11)),
+        ("12am", time(0)),
+        ("12pm", time(12)),
+        ("0:00", time(0)),
+        ("23:59:59", time(23, 59, 59)),
+        ("7", time(7)),
+        ("3:04pm", time(15, 4)),
+    ],
+)
+def test_parse_time_of_day_accepts_go_forms(text: str, expected: time) -> None:
+    assert parse_time_of_day(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["25:00", "24:00", "12:60", "12:00:60", "13pm", "noon", "", "1:2", "3 pm", "15:04:05:00", "-1"],
+)
+def test_parse_time_of_day_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="15:04, 15:04:05, 03:04pm, 15, 03pm or 3pm"):
+        parse_time_of_day(text)
+
+
+def test_load_zone_names() -> None:
+    assert load_zone("Europe/Berlin") == BERLIN
+    assert str(load_zone("UTC")) == str(load_zone("")) == "UTC"
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "Europe", "../etc/passwd", "/etc/passwd", "utc "])
+def test_load_zone_rejects(name: str) -> None:
+    with pytest.raises(ValueError, match="is not a time zone; use an IANA name"):
+        load_zone(name)
+
+
+def test_local_zone_follows_tz_like_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    assert str(load_zone("Local")) == "Europe/Paris"
+    monkeypatch.setenv("TZ", "")
+    assert str(load_zone("Local")) == "UTC"
+    monkeypatch.setenv("TZ", "Not/AZone")
+    assert str(load_zone("Local")) == "UTC"
+
+
+def test_local_zone_without_tz_reads_etc_localtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TZ", raising=False)
+    zone = load_zone("Local")
+    assert str(zone) in ("Local", "UTC")  # UTC only when /etc/localtime is missing
+    assert datetime(2024, 1, 1, tzinfo=zone).utcoffset() is not None
+
+
+# --- Go kured's semantics -------------------------------------------------------------
+
+
+def test_default_is_always_open_and_described_as_go_does() -> None:
+    always = Window.always()
+    assert always.describe() == "SunMonTueWedThuFriSat between 00:00 and 23:59 UTC"
+    for moment in (utc(2024, 1, 1), utc(2024, 6, 1, 23, 59, 59, 999999), utc(2030, 2, 3, 12)):
+        assert always.is_open(moment)
+
+
+def test_describe_marks_missing_days_and_shows_zone() -> None:
+    w = window("3pm", "1:30", BERLIN, frozenset({1, 2, 5}))
+    assert w.describe() == "---MonTue------Fri--- between 15:00 and 01:30 Europe/Berlin"
+
+
+def test_both_ends_inclusive_to_the_second() -> None:
+    w = window("09:00", "17:00")
+    assert not w.is_open(utc(2024, 6, 3, 8, 59, 59, 999999))
+    assert w.is_open(utc(2024, 6, 3, 9))
+    assert w.is_open(utc(2024, 6, 3, 17, 0, 0, 999999))
+    assert not w.is_open(utc(2024, 6, 3, 17, 0, 1))
+
+
+def test_start_equal_end_is_a_one_second_window() -> None:
+    w = window("12:00", "12:00")
+    assert w.is_open(utc(2024, 6, 3, 12, 0, 0, 500000))
+    assert not w.is_open(utc(2024, 6, 3, 12, 0, 1))
+
+
+def test_start_after_end_wraps_past_midnight() -> None:
+    w = window("22:00", "02:00")
+    assert w.is_open(utc(2024, 6, 3, 23))
+    assert w.is_open(utc(2024, 6, 4, 1, 59))
+    assert not w.is_open(utc(2024, 6, 4, 2, 0, 1))
+    assert not w.is_open(utc(2024, 6, 4, 12))
+    assert w.next_open(utc(2024, 6, 4, 12)) == utc(2024, 6, 4, 22)
+
+
+def test_wrapped_window_checks_the_moments_own_weekday_as_go_does() -> None:
+    saturday = SATURDAY_2024_06_01
+    assert saturday.isoweekday() == 6
+    w = window("22:00", "02:00", days=frozenset({6}))
+    assert w.is_open(saturday.replace(hour=1))
+    assert w.is_open(saturday.replace(hour=23))
+    assert not w.is_open(saturday.replace(hour=1) + timedelta(days=1))
+    assert w.next_open(saturday.replace(hour=3)) == saturday.replace(hour=22)
+
+
+def test_days_are_read_in_the_windows_zone() -> None:
+    # 23:30 UTC on Saturday is already Sunday in Berlin.
+    w = window("0:00", "23:59:59", BERLIN, SUNDAY)
+    assert w.is_open(SATURDAY_2024_06_01.replace(hour=23, minute=30))
+
+
+def test_next_open_is_now_when_open() -> None:
+    now = utc(2024, 6, 3, 10)
+    assert window("09:00", "17:00").next_open(now) is now
+
+
+def test_next_open_skips_to_the_next_allowed_day() -> None:
+    w = window("02:00", "04:00", BERLIN, SUNDAY)
+    # Monday 2024-06-03 noon → Sunday 2024-06-09 02:00 CEST.
+    assert w.next_open(utc(2024, 6, 3, 12)) == datetime(2024, 6, 9, 2, tzinfo=BERLIN)
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        Window.always().is_open(datetime(2024, 1, 1))
+
+
+def test_days_must_be_a_non_empty_subset_of_the_week() -> None:
+    for days in (frozenset(), frozenset({7})):
+        with pytest.raises(ValueError, match="days"):
+            Window(days, time(0), time(1), BERLIN)
+
+
+# --- daylight saving: wall-clock semantics ----------------------------------------------
+# Berlin 2024: 02:00 CET → 03:00 CEST on 31 March (01:00 UTC); 03:00 CEST → 02:00 CET on
+# 27 October (01:00 UTC). New York 2024: 02:00 EST → 03:00 EDT on 10 March (07:00 UTC);
+# 02:00 EDT → 01:00 EST on 3 November (06:00 UTC).
+
+
+def test_berlin_spring_forward_window_starting_in_the_gap_opens_at_the_jump() -> None:
+    w = window("02:30", "04:00", BERLIN, SUNDAY)
+    assert not w.is_open(utc(2024, 3, 31, 0, 59, 59))  # 01:59:59 CET
+    assert w.next_open(utc(2024, 3, 31, 0, 30)) == utc(2024, 3, 31, 1)  # 03:00 CEST
+    assert w.next_open(utc(2024, 3, 31, 0, 30).astimezone(BERLIN)).utcoffset() == timedelta(hours=2)
+    assert w.is_open(utc(2024, 3, 31, 2))  # 04:00 CEST
+    assert not w.is_open(utc(2024, 3, 31, 2, 0, 1))
+
+
+def test_berlin_spring_forward_wrapped_window_loses_the_skipped_hour() -> None:
+    w = window("23:00", "02:30", BERLIN)
+    assert w.is_open(utc(2024, 3, 31, 0, 59, 59))  # 01:59:59 CET
+    assert not w.is_open(utc(2024, 3, 31, 1))  # 03:00 CEST
+    assert w.next_open(utc(2024, 3, 31, 1)) == utc(2024, 3, 31, 21)  # 23:00 CEST
+
+
+def test_berlin_fall_back_repeated_wall_time_is_open_both_times() -> None:
+    w = window("02:00", "02:30", BERLIN, SUNDAY)
+    assert w.is_open(utc(2024, 10, 27, 0, 15))  # 02:15 CEST
+    assert not w.is_open(utc(2024, 10, 27, 0, 45))  # 02:45 CEST
+    assert w.next_open(utc(2024, 10, 27, 0, 45)) == utc(2024, 10, 27, 1)  # 02:00 CET
+    assert w.is_open(utc(2024, 10, 27, 1, 30))  # 02:30 CET
+    assert not w.is_open(utc(2024, 10, 27, 1, 30, 1))
+
+
+def test_new_york_spring_forward_window_inside_the_gap_waits_a_week() -> None:
+    w = window("02:00", "02:59", NEW_YORK, SUNDAY)
+    nxt = w.next_open(utc(2024, 3, 10, 6))  # 01:00 EST
+    assert nxt == datetime(2024, 3, 17, 2, tzinfo=NEW_YORK)
+
+
+def test_new_york_fall_back_window_lasts_two_real_hours() -> None:
+    w = window("01:00", "01:59:59", NEW_YORK, SUNDAY)
+    assert w.is_open(utc(2024, 11, 3, 5, 30))  # 01:30 EDT
+    assert w.is_open(utc(2024, 11, 3, 6, 30))  # 01:30 EST
+    assert not w.is_open(utc(2024, 11, 3, 7))  # 02:00 EST
+
+
+def test_new_york_overnight_window_across_fall_back_stays_open() -> None:
+    w = window("22:00", "06:00", NEW_YORK)
+    start, end = utc(2024, 11, 3, 2), utc(2024, 11, 3, 11)  # 22:00 EDT → 06:00 EST
+    moment = start
+    while moment <= end:
+        assert w.is_open(moment), moment.astimezone(NEW_YORK)
+        moment += timedelta(minutes=10)
+    assert not w.is_open(end + timedelta(seconds=1))
+    assert not w.is_open(start - timedelta(seconds=1))
+
+
+# --- properties -------------------------------------------------------------------------
+
+ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "America/Santiago",
+    "Asia/Kolkata",
+    "Pacific/Apia",
+]
+
+windows = st.builds(
+    Window,
+    days=st.frozensets(st.integers(0, 6), min_size=1),
+    start=st.times().map(lambda t: t.replace(microsecond=0)),
+    end=st.times().map(lambda t: t.replace(microsecond=0)),
+    tz=st.sampled_from(ZONES).map(ZoneInfo),
+)
+moments = st.datetimes(
+    min_value=datetime(2005, 1, 1), max_value=datetime(2037, 1, 1), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(windows, moments)
+def test_next_open_is_the_first_open_moment(w: Window, now: datetime) -> None:
+    nxt = w.next_open(now)
+    assert nxt >= now
+    assert w.is_open(nxt)
+    assert nxt - now <= timedelta(days=15)
+    if nxt == now:
+        return
+    just_before = nxt - timedelta(microseconds=1)
+    assert just_before <= now or not w.is_open(just_before)
+    for k in range(1, 40):
+        assert not w.is_open(now + (nxt - now) * k / 40)
+
+
+@given(windows, moments)
+def test_open_moments_are_their_own_next_open(w: Window, now: datetime) -> None:
+    if w.is_open(now):
+        assert w.next_open(now) == now
