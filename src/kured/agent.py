@@ -19,22 +19,22 @@ import json
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable
+import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kured.alerts import PrometheusBlocker
+from kured.alerts import PrometheusBlocker, PrometheusQueryError, instant_query
 from kured.blockers import Blocker, PodBlocker, first_block
 from kured.config import Config
 from kured.drain import Drainer, DrainError, DrainOptions
 from kured.events import EventRecorder, Reason
 from kured.host import Host
-from kured.kube import ApiError, DaemonSet, Kube, Node, load_config
+from kured.kube import ApiError, DaemonSet, Kube, Node, Pod, load_config
 from kured.lease import LeaseLock
 from kured.lock import DaemonSetLock, Lock, LockEntry, LockView
 from kured.metrics import Health, Metrics, MetricsServer
-from kured.notify import Event, Notifier
+from kured.notify import Notifier
 from kured.policy import (
     PAUSED_ANNOTATION,
     PROGRESS_ANNOTATION,
@@ -54,16 +54,20 @@ REBOOT_IN_PROGRESS_ANNOTATION = "weave.works/kured-reboot-in-progress"
 MOST_RECENT_REBOOT_NEEDED_ANNOTATION = "weave.works/kured-most-recent-reboot-needed"
 STATUS_ANNOTATION = "kured.dev/status"
 SENTINEL_POLL_SECONDS = 2.0
+GATE_POLL_SECONDS = 2.0
+GATE_QUERY_TIMEOUT = 10.0
 WATCH_RETRY_MAX_SECONDS = 30.0
 JITTER = 0.1
 HEALTH_BEAT_SECONDS = 30.0
 HEALTH_STUCK_SECONDS = 180.0  # one evaluation: a few bounded API calls and checks
 HEALTH_SLACK_SECONDS = 60.0
 
-Notify = Callable[[Event, str], Awaitable[object]]
-
 ACTIVITY = {
     Step.BLOCKED: "blocked",
+    Step.FINISH: "gate",
+    Step.GATE_WAIT: "gate",
+    Step.GATE_TIMEOUT: "gate",
+    Step.LOOP_GUARD: "reboot-loop",
     Step.WAIT_FOR_LOCK: "waiting-for-lock",
     Step.ACQUIRE_LOCK: "waiting-for-lock",
     Step.DRAIN: "draining",
@@ -104,7 +108,7 @@ class Agent:
         host: Host,
         kube: Kube,
         blockers: list[Blocker],
-        notify: Notify,
+        notifier: Notifier,
         metrics: Metrics,
         health: Health,
     ) -> None:
@@ -113,13 +117,17 @@ class Agent:
         self._host = host
         self._kube = kube
         self._blockers = blockers
-        self._notify = notify
+        self._notifier = notifier
+        self._notify = notifier.notify
         self._metrics = metrics
         self._health = health
         self._events = EventRecorder(kube)
         self._wake = asyncio.Event()
         self._last_sentinel: bool | None = None
         self._status: dict[str, Any] = {}  # what kured.dev/status says (as last read or written)
+        self._status_changed = False
+        self._block_kind = ""  # which blocker said no in the last observation
+        self._wanting_since: float | None = None  # when the node started waiting for the lock
         self.lock = make_lock(config, kube)
         self._drainer = Drainer(kube, DrainOptions.from_config(config))
 
@@ -179,10 +187,42 @@ class Agent:
                 else bool(entry and entry.unschedulable_before)
             ),
             paused=_paused(ds, node),
+            max_consecutive_reboots=self.config.max_consecutive_reboots,
         )
+        if progress.phase is Phase.GATING:
+            obs = replace(
+                obs,
+                gate=await self._gate_problem(node, progress),
+                gate_timed_out=_age(progress.since, now) > self.config.post_reboot_gate_timeout,
+            )
+        self._metrics.window_open.set(obs.window_open)
+        self._metrics.lock_held.set(obs.holds_lock)
+        self._block_kind = ""
         if decide(obs).step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK):
-            obs = replace(obs, blocked_by=await first_block(self._blockers))
+            self._block_kind, reason = await first_block(self._blockers)
+            obs = replace(obs, blocked_by=reason)
         return Seen(obs, node, lock, stale)
+
+    async def _gate_problem(self, node: Node, progress: Progress) -> str:
+        """Why the node is not yet healthy after its reboot ("" = healthy)."""
+        problem = node_health_problem(node, progress.boot_id)
+        if problem:
+            return problem
+        selector = self.config.post_reboot_pod_selector
+        if selector:
+            pods = await self._kube.list_pods(node=self.node_id, selector=selector)
+            unready = sorted(_key(p) for p in pods if not _pod_ready(p))
+            if unready:
+                return f"pods not Ready: {', '.join(unready)}"
+        query = self.config.post_reboot_gate_query
+        if query:
+            try:
+                samples = await instant_query(self.config.prometheus_url, query, GATE_QUERY_TIMEOUT)
+            except PrometheusQueryError as err:
+                return f"gate query failed: {err}"
+            if samples:
+                return f"gate query returned {len(samples)} series: {query}"
+        return ""
 
     async def _stale_holders(self, lock: LockView, now: datetime) -> dict[str, str]:
         """Holders whose slot may be taken over, with why (only asked when every slot is taken)."""
@@ -203,6 +243,8 @@ class Agent:
         if step is Step.NOTHING:
             log.info(decision.reason)
             await self._set_taint(seen.node, False)
+            if not seen.obs.reboot_required and seen.obs.progress.consecutive_reboots:
+                await self._annotate({PROGRESS_ANNOTATION: None})  # the loop is over
             return self._period()
         await self._mark_reboot_needed(seen)
         if step is Step.BLOCKED:
@@ -219,7 +261,13 @@ class Agent:
             return await self._drain(seen)
         if step is Step.REBOOT:
             return await self._reboot(seen)
-        return await self._finish(decision, seen)
+        if step is Step.FINISH:
+            return await self._finish(decision, seen)
+        if step in (Step.GATE_WAIT, Step.GATE_TIMEOUT):
+            return await self._gate(decision, seen)
+        if step is Step.LOOP_GUARD:
+            return await self._loop_guard(decision, seen)
+        return await self._release(decision, seen)
 
     # -- steps -----------------------------------------------------------------------
 
@@ -234,6 +282,10 @@ class Agent:
             await self._set_taint(seen.node, True)
             return self._period()
         log.info("Acquired reboot lock")
+        self._metrics.stale_locks.inc(len(reclaim))
+        if self._wanting_since is not None:
+            self._metrics.lock_latency.observe(time.monotonic() - self._wanting_since)
+            self._wanting_since = None
         await self._events.record(seen.node, Reason.LOCK_ACQUIRED, "Acquired reboot lock")
         return 0
 
@@ -249,14 +301,17 @@ class Agent:
         await self._kube.set_unschedulable(self.node_id, True)
         try:
             timeout = self.config.drain_timeout.total_seconds() or math.inf
-            with self._health.operation("drain", timeout + HEALTH_SLACK_SECONDS):
+            with (
+                self._health.operation("drain", timeout + HEALTH_SLACK_SECONDS),
+                self._metrics.drain_duration.time(),
+            ):
                 await self._drainer.drain(self.node_id)
         except DrainError as err:
             log.error("Error draining node %s: %s", self.node_id, err)
             await self._events.record(seen.node, Reason.DRAIN_FAILED, str(err))
             if not self.config.force_reboot:
                 abandon = Decision(Step.ABANDON, "drain failed", not obs.unschedulable_before)
-                await self._finish(abandon, seen)
+                await self._release(abandon, seen)
                 return self._period()
             log.warning("Force reboot set: rebooting node %s anyway", self.node_id)
         await self._record(Phase.REBOOTING, obs.unschedulable_before)
@@ -272,23 +327,63 @@ class Agent:
         return self._period()
 
     async def _finish(self, decision: Decision, seen: Seen) -> float:
-        """FINISH after a reboot, or ABANDON: make the node schedulable and free the slot."""
-        rebooted = decision.step is Step.FINISH
-        if rebooted:
-            log.info("Holding lock")
-            await self._events.record(seen.node, Reason.REBOOTED, "Node is back from its reboot")
-        else:
+        """Back from the reboot: uncordon (if we cordoned), then hold the lock for the gate."""
+        obs = seen.obs
+        log.info("Holding lock")
+        await self._events.record(seen.node, Reason.REBOOTED, "Node is back from its reboot")
+        await self._uncordon(decision, seen)
+        await self._set_labels(self.config.post_reboot_node_labels)
+        await self._notify("uncordon", self.node_id)
+        await self._set_taint(seen.node, False)
+        in_a_row = obs.progress.consecutive_reboots + 1 if obs.reboot_required else 0
+        gating = replace(obs.progress, phase=Phase.GATING, since=now_rfc3339())
+        await self._annotate(
+            {PROGRESS_ANNOTATION: replace(gating, consecutive_reboots=in_a_row).to_json()}
+        )
+        return 0
+
+    async def _gate(self, decision: Decision, seen: Seen) -> float:
+        """Keep the lock until the node is healthy; past the timeout, say so once, loudly."""
+        if decision.step is Step.GATE_WAIT:
+            log.info("Waiting for the post-reboot health gate: %s", decision.reason)
+        elif self._status_changed:
+            log.error("Post-reboot health gate failed; keeping the lock: %s", decision.reason)
+            self._metrics.gate_timeouts.inc()
+            await self._events.record(seen.node, Reason.GATE_TIMEOUT, decision.reason)
+            await self._notifier.send(
+                f"Node {self.node_id}: {decision.reason}; holding the reboot lock"
+            )
+        return GATE_POLL_SECONDS
+
+    async def _loop_guard(self, decision: Decision, seen: Seen) -> float:
+        """The sentinel survives every reboot: stop, and make sure a human hears of it."""
+        log.error("Not rebooting node %s: %s", self.node_id, decision.reason)
+        if self._status_changed:
+            await self._events.record(seen.node, Reason.REBOOT_LOOP, decision.reason)
+            await self._notifier.send(
+                f"Node {self.node_id}: {decision.reason}; not rebooting it again"
+            )
+        return self._period()
+
+    async def _release(self, decision: Decision, seen: Seen) -> float:
+        """RELEASE after a healthy reboot, or ABANDON: free the slot, back to idle."""
+        obs = seen.obs
+        if decision.step is Step.ABANDON:
             log.info("Giving up the reboot: %s", decision.reason)
-        if decision.uncordon:
-            log.info("Uncordoning node %s", self.node_id)
-            await self._kube.set_unschedulable(self.node_id, False)
-            await self._events.record(seen.node, Reason.UNCORDONED, f"Uncordoned {self.node_id}")
-        if rebooted:
-            await self._set_labels(self.config.post_reboot_node_labels)
-            await self._notify("uncordon", self.node_id)
-            await self._set_taint(seen.node, False)
-        await self._end_progress(seen, rebooted)
-        if seen.obs.holds_lock:
+            await self._uncordon(decision, seen)
+        idle = Progress(consecutive_reboots=obs.progress.consecutive_reboots)
+        changes: dict[str, str | None] = {
+            PROGRESS_ANNOTATION: idle.to_json() if idle.consecutive_reboots else None
+        }
+        if self.config.annotate_nodes:
+            changes[REBOOT_IN_PROGRESS_ANNOTATION] = None
+        if decision.step is Step.RELEASE:
+            self._status = self._status | {"lastReboot": now_rfc3339()}
+            changes[STATUS_ANNOTATION] = _dumps(self._status)
+            self._metrics.reboots.inc()
+            self._metrics.last_reboot.set_to_current_time()
+        await self._annotate(changes)
+        if obs.holds_lock:
             await _sleep_for(self.config.lock_release_delay.total_seconds())
             log.info("Releasing lock")
             await self.lock.release()
@@ -297,20 +392,16 @@ class Agent:
 
     # -- small effects -------------------------------------------------------------------
 
+    async def _uncordon(self, decision: Decision, seen: Seen) -> None:
+        if decision.uncordon:
+            log.info("Uncordoning node %s", self.node_id)
+            await self._kube.set_unschedulable(self.node_id, False)
+            await self._events.record(seen.node, Reason.UNCORDONED, f"Uncordoned {self.node_id}")
+
     async def _record(self, phase: Phase, unschedulable_before: bool) -> None:
         """Write the progress record before the effect it announces."""
         progress = Progress(phase, self._host.boot_id(), unschedulable_before, now_rfc3339())
         await self._annotate({PROGRESS_ANNOTATION: progress.to_json()})
-
-    async def _end_progress(self, seen: Seen, rebooted: bool) -> None:
-        """Back to idle: drop the progress record (and the in-progress stamp); note the reboot."""
-        changes: dict[str, str | None] = {PROGRESS_ANNOTATION: None}
-        if self.config.annotate_nodes:
-            changes[REBOOT_IN_PROGRESS_ANNOTATION] = None
-        if rebooted:
-            self._status = self._status | {"lastReboot": now_rfc3339()}
-            changes[STATUS_ANNOTATION] = _dumps(self._status)
-        await self._annotate(changes)
 
     async def _annotate(self, annotations: dict[str, str | None]) -> None:
         await self._kube.patch_node(self.node_id, {"metadata": {"annotations": annotations}})
@@ -327,6 +418,8 @@ class Agent:
             "lastReboot": old.get("lastReboot", ""),
         }
         self._status = new
+        self._status_changed = new != old
+        self._update_gauges(decision, seen.obs, str(new["activity"]))
         if new == old:
             return
         await self._annotate({STATUS_ANNOTATION: _dumps(new)})
@@ -334,6 +427,19 @@ class Agent:
             await self._events.record(seen.node, Reason.REBOOT_REQUIRED, "Reboot required")
         if new["blockedBy"] and new["blockedBy"] != old.get("blockedBy"):
             await self._events.record(seen.node, Reason.REBOOT_BLOCKED, str(new["blockedBy"]))
+
+    def _update_gauges(self, decision: Decision, obs: Observation, activity: str) -> None:
+        self._metrics.set_activity(activity)
+        self._metrics.reboot_loop.set(decision.step is Step.LOOP_GUARD)
+        kind = {Step.LOOP_GUARD: "reboot-loop"}.get(decision.step, "")
+        if decision.step is Step.BLOCKED:
+            kind = "pause" if obs.paused else self._block_kind
+        self._metrics.set_blocked(kind)
+        wanting = decision.step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK)
+        if not wanting:
+            self._wanting_since = None
+        elif self._wanting_since is None:
+            self._wanting_since = time.monotonic()
 
     async def _set_labels(self, labels: tuple[tuple[str, str], ...]) -> None:
         if labels:
@@ -449,6 +555,41 @@ def holder_facts(entry: LockEntry, node: Node | None, now: datetime) -> HolderFa
     )
 
 
+PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
+
+
+def node_health_problem(node: Node, boot_before: str) -> str:
+    """The kubelet's view: Ready, no pressure, and a boot id other than the one before."""
+    status = node.status
+    conditions = {c.type: c.status for c in (status.conditions if status else None) or []}
+    if conditions.get("Ready") != "True":
+        return "node not Ready"
+    pressured = [c for c in PRESSURE_CONDITIONS if conditions.get(c) == "True"]
+    if pressured:
+        return f"node under {', '.join(pressured)}"
+    boot = status.nodeInfo.bootID if status and status.nodeInfo else ""
+    if boot_before and boot == boot_before:
+        return "kubelet still reports the boot id from before the reboot"
+    return ""
+
+
+def _pod_ready(pod: Pod) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def _key(pod: Pod) -> str:
+    meta = pod.metadata
+    return f"{meta.namespace}/{meta.name}" if meta else "?"
+
+
+def _age(rfc3339: str, now: datetime) -> timedelta:
+    try:
+        return now - datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
+    except ValueError:
+        return timedelta(0)
+
+
 def _paused(ds: DaemonSet, node: Node) -> str:
     if PAUSED_ANNOTATION in _annotations(ds):
         return f"cluster-wide: {_annotations(ds)[PAUSED_ANNOTATION]}"
@@ -509,7 +650,7 @@ async def run_daemon(config: Config, host: Host) -> None:
             host=host,
             kube=kube,
             blockers=build_blockers(config, kube),
-            notify=Notifier.from_config(config).notify,
+            notifier=Notifier.from_config(config),
             metrics=metrics,
             health=health,
         )

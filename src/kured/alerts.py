@@ -64,10 +64,15 @@ def _active(samples: Iterable[Mapping[str, Any]]) -> Iterable[tuple[str, str]]:
 
 async def query_alerts(url: str, timeout: float) -> list[Mapping[str, Any]]:  # noqa: ASYNC109
     """The raw ``ALERTS`` vector from the Prometheus at ``url`` (which may have a path)."""
+    return await instant_query(url, "ALERTS", timeout)
+
+
+async def instant_query(url: str, query: str, timeout: float) -> list[Mapping[str, Any]]:  # noqa: ASYNC109
+    """The samples of an instant PromQL query (an empty list when nothing matches)."""
     endpoint = f"{url.rstrip('/')}/api/v1/query"
     try:
         async with asyncio.timeout(timeout), httpx2.AsyncClient(timeout=timeout) as client:
-            response = await client.get(endpoint, params={"query": "ALERTS"})
+            response = await client.get(endpoint, params={"query": query})
             response.raise_for_status()
             body = response.json()
     except httpx2.HTTPStatusError as err:
@@ -101,6 +106,8 @@ async def active_alerts(
 
 class PrometheusBlocker:
     """Answers "may this node reboot now?" from Prometheus alerts."""
+
+    kind = "prometheus"
 
     def __init__(
         self,

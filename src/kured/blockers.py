@@ -19,12 +19,16 @@ FINISHED_PHASES = {"Succeeded", "Failed"}
 
 
 class Blocker(Protocol):
+    kind: str  # for the kured_reboot_blocked{reason} metric: "pods", "prometheus", …
+
     async def check(self) -> str | None:
         """The reason the reboot is blocked, or None."""
 
 
 class PodBlocker:
     """Pods on this node matching any ``--blocking-pod-selector`` block the reboot."""
+
+    kind = "pods"
 
     def __init__(self, kube: Kube, node: str, selectors: Sequence[str]) -> None:
         self._kube = kube
@@ -48,10 +52,13 @@ class PodBlocker:
         return None
 
 
-async def first_block(blockers: Sequence[Blocker]) -> str:
-    """The first blocker's reason, in order (Prometheus before pods, as Go kured); "" if none."""
+async def first_block(blockers: Sequence[Blocker]) -> tuple[str, str]:
+    """The first blocker's (kind, reason), in order (Prometheus before pods, as Go kured).
+
+    ("", "") when nothing blocks.
+    """
     for blocker in blockers:
         reason = await blocker.check()
         if reason:
-            return reason
-    return ""
+            return blocker.kind, reason
+    return "", ""

@@ -133,7 +133,7 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
         if not equals:
             raise ValueError(f'"{item}" has no "="; use key=value[,key=value...]')
         _check_qualified_name(key, "label key")
-        if len(value) > 63 or not _LABEL_NAME.fullmatch(value):
+        if not _is_label_name(value):
             raise ValueError(
                 f'"{value}" is not a label value; use up to 63 letters, digits, "-", "_", "." '
                 "starting and ending with a letter or digit"
@@ -147,8 +147,7 @@ def _check_qualified_name(text: str, what: str) -> str:
     prefix, slash, name = text.rpartition("/")
     if (
         not name
-        or len(name) > 63
-        or not _LABEL_NAME.fullmatch(name)
+        or not _is_label_name(name)
         or (slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)))
     ):
         raise ValueError(
@@ -156,6 +155,11 @@ def _check_qualified_name(text: str, what: str) -> str:
             'and a name of up to 63 letters, digits, "-", "_", "."'
         )
     return text
+
+
+def _is_label_name(text: str) -> bool:
+    """Up to 63 of ``[A-Za-z0-9-_.]``, alphanumeric at both ends (empty allowed)."""
+    return len(text) <= 63 and _LABEL_NAME.fullmatch(text) is not None
 
 
 def _annotation_key(text: str) -> str:
@@ -257,7 +261,7 @@ def _flag(
     """One Go kured flag: ``--name VALUE`` / ``--name=VALUE``, or env ``KURED_NAME``."""
     return KuredOption(
         name,
-        shown if shown is not None else _quote_empty(default),
+        shown if shown is not None else (default or '""'),
         type=_Parsed(metavar.lower(), parse),
         default=(default,) if multiple and default is not None else default,
         multiple=multiple,
@@ -280,24 +284,16 @@ def _bool_flag(name: str, help_text: str) -> KuredOption:
     )
 
 
-def _quote_empty(default: str | None) -> str:
-    return default or '""'
+def _eager_flag(
+    name: str, help_text: str, render: Callable[[], str], *, hidden: bool
+) -> click.Option:
+    """A flag that prints ``render()`` and exits before anything else is parsed."""
 
-
-def _print_and_exit(
-    render: Callable[[], str],
-) -> Callable[[click.Context, click.Parameter, Any], None]:
-    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+    def print_and_exit(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
         if value and not ctx.resilient_parsing:
             click.echo(render())
             ctx.exit()
 
-    return callback
-
-
-def _eager_flag(
-    name: str, help_text: str, render: Callable[[], str], *, hidden: bool
-) -> click.Option:
     return click.Option(
         [f"--{name}"],
         is_flag=True,
@@ -305,7 +301,7 @@ def _eager_flag(
         is_eager=True,
         hidden=hidden,
         help=help_text,
-        callback=_print_and_exit(render),
+        callback=print_and_exit,
     )
 
 
@@ -322,7 +318,7 @@ def _labels_flag(name: str, help_text: str) -> KuredOption:
 
 
 _MAX_SIGNAL = int(signal.SIGRTMAX)
-_MAX_SECONDS = 2**31 - 1
+_MAX_INT32 = 2**31 - 1
 
 FLAGS: tuple[KuredOption, ...] = (
     _flag(
@@ -344,7 +340,7 @@ FLAGS: tuple[KuredOption, ...] = (
         "concurrency",
         "1",
         "how many nodes may reboot at once",
-        _integer(1, 10_000, "use 1 or more"),
+        _integer(1, _MAX_INT32, "use 1 or more"),
         metavar="N",
     ),
     _flag(
@@ -387,7 +383,7 @@ FLAGS: tuple[KuredOption, ...] = (
         "drain-grace-period",
         "-1",
         "seconds each evicted pod gets to stop; -1 = the pod's own setting",
-        _integer(-1, _MAX_SECONDS, "use -1 or a number of seconds"),
+        _integer(-1, _MAX_INT32, "use -1 or a number of seconds"),
         metavar="SECONDS",
     ),
     _flag(
@@ -402,7 +398,7 @@ FLAGS: tuple[KuredOption, ...] = (
         "skip-wait-for-delete-timeout",
         "0",
         "don't wait for pods deleted more than this many seconds ago (0 = always wait)",
-        _integer(0, _MAX_SECONDS, "use 0 or a number of seconds"),
+        _integer(0, _MAX_INT32, "use 0 or a number of seconds"),
         metavar="SECONDS",
     ),
     _flag(

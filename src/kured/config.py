@@ -67,3 +67,9 @@ class Config:
     stale_lock_timeout: timedelta = timedelta(minutes=30)
     # Not in Go kured: where the lock lives (Go kured's annotation, or one Lease per slot).
     lock_backend: Literal["daemonset-annotation", "lease"] = "daemonset-annotation"
+    # Not in Go kured: the post-reboot health gate that must pass before the lock passes on.
+    post_reboot_pod_selector: str = ""
+    post_reboot_gate_query: str = ""  # PromQL; must return no samples (needs --prometheus-url)
+    post_reboot_gate_timeout: timedelta = timedelta(minutes=10)
+    # Not in Go kured: stop rebooting a node whose sentinel survives this many reboots in a row.
+    max_consecutive_reboots: int = 3

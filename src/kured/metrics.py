@@ -32,6 +32,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     GCCollector,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -42,21 +43,87 @@ log = logging.getLogger(__name__)
 _Metric = TypeVar("_Metric", Gauge, Counter)
 
 
+ACTIVITIES = (
+    "idle",
+    "waiting-for-window",
+    "blocked",
+    "paused",
+    "waiting-for-lock",
+    "draining",
+    "rebooting",
+    "gate",
+    "reboot-loop",
+)
+BLOCK_KINDS = ("prometheus", "pods", "query", "pause", "reboot-loop")
+SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
+
+
 class Metrics:
-    """The daemon's metrics for one node, in their own registry."""
+    """The daemon's metrics for one node, in their own registry.
+
+    Every family is labelled by ``node``; the attributes are the node's own
+    series, so the agent sets them without repeating the label.
+    """
 
     def __init__(self, node: str) -> None:
         self.node = node
         self.registry = CollectorRegistry()
         for collector in (ProcessCollector, PlatformCollector, GCCollector):
             collector(registry=self.registry)
-        self._reboot_required = self._per_node(
+        self._reboot_required = self._family(
             Gauge, "kured_reboot_required", "OS requires reboot due to software updates."
         )
+        self.lock_held = self._series(Gauge, "kured_lock_held", "1 while this node holds the lock.")
+        self.window_open = self._series(
+            Gauge, "kured_window_open", "1 while the maintenance window is open."
+        )
+        self.reboots = self._series(Counter, "kured_reboots", "Reboots completed by kured.")
+        self.last_reboot = self._series(
+            Gauge,
+            "kured_last_successful_reboot_timestamp_seconds",
+            "When this node last came back healthy from a kured reboot (Unix time).",
+        )
+        self.reboot_loop = self._series(
+            Gauge, "kured_reboot_loop", "1 while the reboot-loop guard holds this node."
+        )
+        self.gate_timeouts = self._series(
+            Counter, "kured_gate_timeout", "Post-reboot health gates that timed out."
+        )
+        self.stale_locks = self._series(
+            Counter, "kured_stale_locks_reclaimed", "Stale lock holders released by this node."
+        )
+        self.drain_duration = self._seconds(
+            "kured_drain_duration_seconds", "Time to cordon and drain the node."
+        )
+        self.lock_latency = self._seconds(
+            "kured_lock_acquire_latency_seconds",
+            "From needing a reboot (window open, not blocked) to holding the lock.",
+        )
+        self._phase = Gauge(
+            "kured_phase",
+            "1 for the node's current activity.",
+            ["node", "phase"],
+            registry=self.registry,
+        )
+        self._blocked = Gauge(
+            "kured_reboot_blocked",
+            "1 while a reboot is blocked, by reason.",
+            ["node", "reason"],
+            registry=self.registry,
+        )
 
-    def _per_node(self, kind: type[_Metric], name: str, documentation: str) -> _Metric:
+    def _family(self, kind: type[_Metric], name: str, documentation: str) -> _Metric:
         """A metric family labelled by ``node``, as all of kured's are."""
         return kind(name, documentation, ["node"], registry=self.registry)
+
+    def _series(self, kind: type[_Metric], name: str, documentation: str) -> _Metric:
+        return self._family(kind, name, documentation).labels(node=self.node)
+
+    def _seconds(self, name: str, documentation: str) -> Histogram:
+        family = Histogram(
+            name, documentation, ["node"], registry=self.registry, buckets=SECONDS_BUCKETS
+        )
+        return family.labels(node=self.node)
 
     def set_reboot_required(self, required: bool) -> None:
         """Go kured's only metric: 1 while the sentinel says a reboot is needed.
@@ -65,6 +132,15 @@ class Metrics:
         scrape never reports a "0" nobody has measured.
         """
         self._reboot_required.labels(node=self.node).set(1 if required else 0)
+
+    def set_activity(self, activity: str) -> None:
+        for name in ACTIVITIES:
+            self._phase.labels(node=self.node, phase=name).set(1 if name == activity else 0)
+
+    def set_blocked(self, kind: str) -> None:
+        """``kind`` is one of :data:`BLOCK_KINDS`, or "" when nothing blocks."""
+        for name in BLOCK_KINDS:
+            self._blocked.labels(node=self.node, reason=name).set(1 if name == kind else 0)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

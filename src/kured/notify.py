@@ -371,26 +371,27 @@ class Notifier:
         return bool(self._url)
 
     async def notify(self, event: Event, node: str) -> bool:
-        """Send the message for ``event``; True if delivered. Never raises.
+        """Send the templated message for ``event``; True if delivered. Never raises."""
+        return await self.send(self._templates.render(event, node), event)
+
+    async def send(self, body: str, what: str = "message") -> bool:
+        """Send ``body`` as is; True if delivered. Never raises.
 
         A timed-out send is abandoned, not killed: its thread finishes on its own when
         apprise's socket timeouts fire.
         """
         if not self._url:
             return False
-        body = self._templates.render(event, node)
         try:
             sent = await asyncio.wait_for(
                 asyncio.to_thread(_send_blocking, self._url, body), self._timeout
             )
         except TimeoutError:
-            log.warning(
-                "Error notifying: %s notification timed out after %gs", event, self._timeout
-            )
+            log.warning("Error notifying: %s notification timed out after %gs", what, self._timeout)
             return False
-        except Exception as err:  # a notification must never break a reboot
-            log.warning("Error notifying: %s notification failed: %s", event, err)
+        except Exception as err:
+            log.warning("Error notifying: %s notification failed: %s", what, err)
             return False
         if not sent:
-            log.warning("Error notifying: %s notification was not delivered", event)
+            log.warning("Error notifying: %s notification was not delivered", what)
         return sent

@@ -26,6 +26,7 @@ class Phase(StrEnum):
     IDLE = "idle"
     DRAINING = "draining"  # holds the lock; cordoning and evicting
     REBOOTING = "rebooting"  # drained; reboot commanded (or about to be) from ``boot_id``
+    GATING = "gating"  # back and uncordoned; holding the lock until the node is healthy
 
 
 PROGRESS_ANNOTATION = "kured.dev/progress"
@@ -40,6 +41,8 @@ class Progress:
     boot_id: str = ""  # the boot id when the phase was entered
     unschedulable_before: bool = False  # the node was cordoned by someone else before us
     since: str = ""  # RFC3339 time the phase was entered (for humans and kuredctl)
+    # Reboots in a row after which the sentinel was still there (the reboot-loop guard).
+    consecutive_reboots: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -56,8 +59,9 @@ class Progress:
                 boot_id=str(raw.get("boot_id", "")),
                 unschedulable_before=bool(raw.get("unschedulable_before", False)),
                 since=str(raw.get("since", "")),
+                consecutive_reboots=int(raw.get("consecutive_reboots", 0)),
             )
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             return cls()
 
 
@@ -70,8 +74,12 @@ class Step(StrEnum):
     ACQUIRE_LOCK = "acquire-lock"
     DRAIN = "drain"  # cordon and evict (idempotent, so a crash mid-drain resumes)
     REBOOT = "reboot"  # command the reboot (again, if the host did not go down)
-    FINISH = "finish"  # back from a reboot: uncordon (if we cordoned), release the lock
+    FINISH = "finish"  # back from a reboot: uncordon (if we cordoned), then the health gate
+    GATE_WAIT = "gate-wait"  # holding the lock until the node passes the health gate
+    GATE_TIMEOUT = "gate-timeout"  # the gate did not pass in time: keep the lock, stop the roll
+    RELEASE = "release"  # healthy after its reboot: release the lock
     ABANDON = "abandon"  # stop without rebooting: uncordon (if we cordoned), release
+    LOOP_GUARD = "loop-guard"  # the sentinel survives reboot after reboot: stop rebooting
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,9 @@ class Observation:
     # Cordoned by someone else before kured took the lock (from the progress record,
     # or from the lock entry's metadata when the lock was taken by Go kured).
     unschedulable_before: bool = False
+    gate: str = ""  # GATING: why the health gate has not passed yet ("" = passed)
+    gate_timed_out: bool = False  # GATING: --post-reboot-gate-timeout has run out
+    max_consecutive_reboots: int = 3  # 0 = no guard
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,8 @@ def _decide(obs: Observation) -> Decision:
     phase = obs.progress.phase
     if phase is Phase.REBOOTING:
         return _after_reboot_command(obs)
+    if phase is Phase.GATING:
+        return _gating(obs)
     if phase is Phase.DRAINING:
         if not obs.holds_lock:
             return Decision(Step.ABANDON, "lost the lock while draining")
@@ -131,11 +144,29 @@ def _after_reboot_command(obs: Observation) -> Decision:
     return Decision(Step.ABANDON, "lost the lock before the reboot happened")
 
 
+def _gating(obs: Observation) -> Decision:
+    if not obs.gate or not obs.holds_lock:
+        return Decision(Step.RELEASE, "node healthy after its reboot")
+    if obs.gate_timed_out:
+        return Decision(Step.GATE_TIMEOUT, f"post-reboot gate timed out: {obs.gate}")
+    return Decision(Step.GATE_WAIT, obs.gate)
+
+
+def in_reboot_loop(obs: Observation) -> bool:
+    limit = obs.max_consecutive_reboots
+    return limit > 0 and obs.progress.consecutive_reboots >= limit
+
+
 def _idle(obs: Observation) -> Decision:
     if not obs.reboot_required:
         return Decision(Step.NOTHING, "Reboot not required")
     if not obs.window_open:
         return Decision(Step.NOTHING, "outside the maintenance window")
+    if in_reboot_loop(obs):
+        count = obs.progress.consecutive_reboots
+        return Decision(
+            Step.LOOP_GUARD, f"reboot loop: still required after {count} reboots in a row"
+        )
     if obs.paused:
         return Decision(Step.BLOCKED, f"paused: {obs.paused}")
     if obs.blocked_by:

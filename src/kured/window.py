@@ -14,7 +14,8 @@ after a swap:
 * Times are wall-clock times, which makes daylight-saving changes behave the way
   an operator reads a clock: a wall time skipped by a spring-forward gap never
   happens, so a window starting at 02:30 on the day Berlin jumps from 02:00 to
-  03:00 opens at 03:00; a wall time repeated by a fall-back fold is inside the
+  03:00 opens at 03:00 (and a window lying wholly inside the skipped hour does
+  not open that day); a wall time repeated by a fall-back fold is inside the
   window both times it happens.
 
 Everything here is pure except :func:`load_zone`, which reads the zone database.

@@ -13,6 +13,7 @@ from kured.policy import (
     Progress,
     Step,
     decide,
+    in_reboot_loop,
     reclaim_reason,
 )
 
@@ -21,6 +22,7 @@ progress = st.builds(
     phase=st.sampled_from(Phase),
     boot_id=st.sampled_from(["boot-a", "boot-b"]),
     unschedulable_before=st.booleans(),
+    consecutive_reboots=st.integers(0, 5),
 )
 observations = st.builds(
     Observation,
@@ -34,6 +36,9 @@ observations = st.builds(
     node_unschedulable=st.booleans(),
     unschedulable_before=st.booleans(),
     paused=st.sampled_from(["", "cluster-wide: change freeze"]),
+    gate=st.sampled_from(["", "node not Ready"]),
+    gate_timed_out=st.booleans(),
+    max_consecutive_reboots=st.integers(0, 4),
 )
 
 
@@ -68,8 +73,25 @@ def test_only_a_new_boot_id_counts_as_rebooted(obs: Observation) -> None:
 @given(observations)
 def test_a_restart_mid_reboot_resumes_instead_of_releasing(obs: Observation) -> None:
     same_boot = obs.boot_id == obs.progress.boot_id
-    if obs.holds_lock and same_boot and obs.progress.phase is not Phase.IDLE:
+    mid_reboot = obs.progress.phase in (Phase.DRAINING, Phase.REBOOTING)
+    if obs.holds_lock and same_boot and mid_reboot:
         assert decide(obs).step in (Step.DRAIN, Step.REBOOT)
+
+
+@given(observations)
+def test_the_lock_passes_on_only_after_the_health_gate(obs: Observation) -> None:
+    step = decide(obs).step
+    if step is Step.RELEASE:
+        assert obs.progress.phase is Phase.GATING
+        assert obs.gate == "" or not obs.holds_lock
+    if obs.progress.phase is Phase.GATING and obs.gate and obs.holds_lock:
+        assert step in (Step.GATE_WAIT, Step.GATE_TIMEOUT)
+
+
+@given(observations)
+def test_reboot_loop_guard_stops_new_reboots(obs: Observation) -> None:
+    if in_reboot_loop(obs) and obs.progress.phase is Phase.IDLE and not obs.holds_lock:
+        assert decide(obs).step in (Step.NOTHING, Step.LOOP_GUARD)
 
 
 @given(observations)
@@ -88,6 +110,8 @@ def test_idle_nodes_follow_go_kured_order(obs: Observation) -> None:
     step = decide(obs).step
     if not obs.reboot_required or not obs.window_open:
         assert step is Step.NOTHING
+    elif in_reboot_loop(obs):
+        assert step is Step.LOOP_GUARD
     elif obs.paused or obs.blocked_by:
         assert step is Step.BLOCKED
     else:

@@ -18,8 +18,10 @@ SUNDAY = frozenset({0})
 SATURDAY_2024_06_01 = datetime(2024, 6, 1, tzinfo=UTC)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(  # noqa: PLR0917 - mirrors datetime()
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, micro: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
 
 
 def window(

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from kured import __version__
 from kured.ctl import cluster, render
@@ -47,6 +48,9 @@ class KuredctlGroup(click.Group):
         prog = prog_name or program_name(sys.argv[0])
         try:
             code = super().main(args, prog, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as err:  # a bare `kuredctl`: help, as kubectl does
+            click.echo(err.format_message())
+            sys.exit(0)
         except click.UsageError as err:
             where = err.ctx.command_path if err.ctx else prog
             _fail(prog, f"{err.format_message()} (see '{where} --help')", 2)

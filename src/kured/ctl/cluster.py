@@ -20,7 +20,6 @@ from lightkube import ConfigError
 
 from kured.ctl.model import (
     KURED_EVENTS,
-    PAUSED_ANNOTATION,
     HistoryEntry,
     LockSummary,
     PauseNote,
@@ -33,6 +32,7 @@ from kured.ctl.model import (
 )
 from kured.kube import ApiError, Conflict, DaemonSet, Kube, load_config
 from kured.lock import DaemonSetLock, LockFormatError
+from kured.policy import PAUSED_ANNOTATION
 
 MAX_WRITE_ATTEMPTS = 10
 

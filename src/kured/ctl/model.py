@@ -16,12 +16,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from kured.agent import STATUS_ANNOTATION
 from kured.kube import DaemonSet, Event, Node
 from kured.lock import LockFormatError, parse
-from kured.policy import PROGRESS_ANNOTATION, Phase, Progress
+from kured.policy import PAUSED_ANNOTATION, PROGRESS_ANNOTATION, Phase, Progress
 
-STATUS_ANNOTATION = "kured.dev/status"
-PAUSED_ANNOTATION = "kured.dev/paused"
 DEFAULT_AUTHOR = "kuredctl"
 
 
@@ -137,14 +136,22 @@ class LockFormat(StrEnum):
 
 @dataclass(frozen=True)
 class Holder:
-    """One entry of the lock, with what kuredctl knows about the name in it."""
+    """One entry of the lock, with what kuredctl knows about the name in it.
+
+    An expired entry still takes its slot until another node reclaims it, so it
+    is a holder like any other; the flag only explains why it may soon go.
+    """
 
     node_id: str
-    created: datetime | None
+    created: datetime | None  # None: set by hand (``kubectl annotate``), never reclaimed
     ttl: timedelta
     expired: bool
-    is_node: bool  # False for hand-set holders such as "manual", or deleted nodes
+    is_node: bool  # False for names such as "manual", or nodes deleted since
     unschedulable_before: bool
+
+    @property
+    def hand_set(self) -> bool:
+        return self.created is None
 
 
 @dataclass(frozen=True)
@@ -157,13 +164,10 @@ class LockSummary:
     holders: tuple[Holder, ...] = ()
     unreadable: str = ""  # why the annotation is not a kured lock, if it is not
 
-    def live(self) -> list[str]:
-        return [h.node_id for h in self.holders if not h.expired]
-
     def state_of(self, name: str) -> str:
-        """``held``, ``expired`` or ``""`` for one node (a live entry wins over an expired one)."""
-        states = {"expired" if h.expired else "held" for h in self.holders if h.node_id == name}
-        return "held" if "held" in states else "".join(states)
+        """``held``, ``expired`` (still holding its slot) or ``""`` for one name."""
+        entries = (h for h in self.holders if h.node_id == name)
+        return next(("expired" if h.expired else "held" for h in entries), "")
 
 
 def summarize_lock(
@@ -218,14 +222,18 @@ def describe_lock(lock: LockSummary) -> str:
     names = [_holder_label(h) for h in lock.holders]
     held = f"held by {', '.join(names)}" if names else "free"
     if lock.format is LockFormat.MULTI:
-        return f"{held} ({len(lock.live())} of {lock.slots} slots, multi-owner format)"
+        return f"{held} ({len(lock.holders)} of {lock.slots} slots, multi-owner format)"
     if lock.format is LockFormat.SINGLE:
         return f"{held} (single-owner format)"
     return held
 
 
 def _holder_label(holder: Holder) -> str:
-    flags = (("not a node", not holder.is_node), ("expired", holder.expired))
+    flags = (
+        ("set by hand", holder.hand_set),
+        ("not a node", not holder.is_node),
+        ("expired", holder.expired),
+    )
     notes = [note for note, on in flags if on]
     return f"{holder.node_id} ({', '.join(notes)})" if notes else holder.node_id
 
@@ -334,12 +342,19 @@ def _time_of(event: Event) -> datetime | None:
     )
 
 
-def _chronological(dated: tuple[datetime | None, Event]) -> tuple[float, str]:
-    """Undated events first. Timestamps have whole seconds, so ties are broken by the
-    Event's name, which recorders derive from the node and a nanosecond clock."""
+def _chronological(dated: tuple[datetime | None, Event]) -> tuple[float, int, str]:
+    """Undated events first. Event timestamps have whole seconds and a reboot writes
+    several Events in one second, so ties go by resourceVersion: opaque by contract,
+    but etcd's write counter in practice, and the only finer order the API offers."""
     when, event = dated
-    name = (event.metadata.name if event.metadata else None) or ""
-    return (when.timestamp() if when else float("-inf"), name)
+    meta = event.metadata
+    version = (meta.resourceVersion if meta else None) or ""
+    name = (meta.name if meta else None) or ""
+    return (
+        when.timestamp() if when else float("-inf"),
+        int(version) if version.isdigit() else 0,
+        name,
+    )
 
 
 def _entry(when: datetime | None, event: Event) -> HistoryEntry:

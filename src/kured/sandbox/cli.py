@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -30,18 +29,11 @@ from typing import Any, NoReturn
 import httpx2
 from lightkube import ApiError
 
-from kured.sandbox import procs
+from kured.sandbox import api
 from kured.sandbox.controlplane import ControlPlane, down
-from kured.sandbox.fleet import (
-    FleetConfig,
-    fleet_nodes,
-    start_supervisor,
-    supervisor_pid_file,
-    wait_ready,
-)
+from kured.sandbox.fleet import FleetConfig
 from kured.sandbox.manifests import SYSTEM_NAMESPACE, default_manifests_dir
 from kured.sandbox.run import run_kured, stop_kured
-from kured.sandbox.simhost import SimulatedHost
 from kured.sandbox.state import DEFAULT_FLEET, SandboxError, SandboxState, UsageError
 from kured.sandbox.supervisor import supervise
 from kured.sandbox.workload import deploy_workload
@@ -72,19 +64,18 @@ def cmd_up(args: argparse.Namespace) -> None:
     config = FleetConfig(args.fleet, args.nodes, args.zones, args.reboot_seconds)
     began = time.monotonic()
     plane = ControlPlane.start(_state(args).root, apiserver_port=args.apiserver_port)
+    log.info("control plane ready in %.1f s (%s)", time.monotonic() - began, plane.server)
+
+    async def start_fleet() -> None:
+        async with plane.client() as client:
+            await api.Fleet.start(plane, client, config)
+
     try:
-        log.info("control plane ready in %.1f s (%s)", time.monotonic() - began, plane.server)
-        start_supervisor(plane.state, config)
-
-        async def ready() -> float:
-            async with plane.client() as client:
-                return await wait_ready(client, plane.state, config)
-
-        seconds = asyncio.run(ready())
+        asyncio.run(start_fleet())
     except BaseException:
         plane.stop()
         raise
-    log.info("%d nodes Ready in %.1f s", config.nodes, seconds)
+    log.info("%d nodes Ready, %.1f s after the start", config.nodes, time.monotonic() - began)
     print(plane.kubeconfig)
 
 
@@ -133,26 +124,12 @@ def cmd_stop_kured(args: argparse.Namespace) -> None:
     asyncio.run(stop_kured(_attach(args), args.fleet))
 
 
-def _all_nodes(state: SandboxState, fleet: str | None) -> list[str]:
-    fleets = [fleet] if fleet else [f.name for f in state.fleets()]
-    return [name for f in fleets for name in FleetConfig.load(state, f).node_names()]
-
-
-def _known_node(state: SandboxState, node: str) -> SimulatedHost:
-    host = SimulatedHost(state.node(node))
-    if not host.dir.path.is_dir():
-        raise UsageError(f"unknown node {node!r} in {state.root}")
-    return host
-
-
 def cmd_trigger(args: argparse.Namespace) -> None:
     state = _state(args)
     state.require()
-    nodes = args.nodes or _all_nodes(state, args.fleet)
-    hosts = [_known_node(state, node) for node in nodes]
-    for host in hosts:
-        host.require_reboot()
-    log.info("reboot required on %d node(s)", len(hosts))
+    nodes = args.nodes or api.all_nodes(state, args.fleet)
+    api.trigger(state, nodes)
+    log.info("reboot required on %d node(s)", len(nodes))
 
 
 def _signal_number(name: str) -> int:
@@ -168,52 +145,8 @@ def cmd_kill(args: argparse.Namespace) -> None:
     state = _state(args)
     state.require()
     sig = _signal_number(args.signal)
-    host = _known_node(state, args.node)
-    pid = procs.running_pid(host.dir.kured_pid)
-    if pid is None:
-        raise SandboxError(f"no daemon is running on {args.node}")
-    os.kill(pid, sig)
+    pid = api.kill_daemon(state, args.node, sig)
     log.info("sent signal %d to the daemon of %s (pid %d)", sig, args.node, pid)
-
-
-async def _status(plane: ControlPlane) -> dict[str, Any]:
-    state = plane.state
-    async with plane.client() as client:
-        fleets = state.fleets()
-        listed = await asyncio.gather(*(fleet_nodes(client, f.name) for f in fleets))
-    api = {node.metadata.name: node for nodes in listed for node in nodes if node.metadata}
-    rows = []
-    for fleet in fleets:
-        for name in FleetConfig.load(state, fleet.name).node_names():
-            rows.append(_node_row(state, fleet.name, name, api.get(name)))
-    return {
-        "server": plane.server,
-        "kubeconfig": str(plane.kubeconfig),
-        "control_plane": {name: {"rss_bytes": size} for name, size in sorted(plane.rss().items())},
-        "fleets": {
-            f.name: {"supervisor_pid": procs.running_pid(supervisor_pid_file(state, f.name))}
-            for f in fleets
-        },
-        "nodes": rows,
-    }
-
-
-def _node_row(state: SandboxState, fleet: str, name: str, node: Any) -> dict[str, Any]:
-    node_dir = state.node(name)
-    conditions = (node.status.conditions if node and node.status else None) or []
-    info = node.status.nodeInfo if node and node.status else None
-    reboots = node_dir.reboots.read_text().count("\n") if node_dir.reboots.exists() else 0
-    return {
-        "name": name,
-        "fleet": fleet,
-        "registered": node is not None,
-        "ready": any(c.type == "Ready" and c.status == "True" for c in conditions),
-        "unschedulable": bool(node and node.spec and node.spec.unschedulable),
-        "boot_id": info.bootID if info else None,
-        "sentinel": node_dir.sentinel.exists(),
-        "daemon_pid": procs.running_pid(node_dir.kured_pid),
-        "reboots": reboots,
-    }
 
 
 def _print_table(status: dict[str, Any]) -> None:
@@ -237,7 +170,13 @@ def _print_table(status: dict[str, Any]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
-    status = asyncio.run(_status(_attach(args)))
+    plane = _attach(args)
+
+    async def collect() -> dict[str, Any]:
+        async with plane.client() as client:
+            return await api.status(plane, client)
+
+    status = asyncio.run(collect())
     if args.json:
         print(json.dumps(status, indent=2))
     else:

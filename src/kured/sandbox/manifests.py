@@ -17,16 +17,21 @@ from typing import Any
 
 import yaml
 from lightkube import ApiError, AsyncClient, codecs
-from lightkube.core.resource import NamespacedResource
+from lightkube.core.resource import GlobalResource, NamespacedResource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Secret, ServiceAccount
+from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 
 import kured
 from kured.sandbox.controlplane import ControlPlane, kubeconfig_text
 from kured.sandbox.state import FLEET_LABEL, SandboxError, UsageError, atomic_write
 
 SYSTEM_NAMESPACE = "kube-system"
-_CLUSTER_KINDS = ("ClusterRole", "ClusterRoleBinding")
+# Cluster-scoped kinds that get a per-namespace name.
+CLUSTER_KINDS: dict[str, type[GlobalResource]] = {
+    "ClusterRole": ClusterRole,
+    "ClusterRoleBinding": ClusterRoleBinding,
+}
 _CONFLICT = 409
 
 
@@ -62,7 +67,7 @@ def adapt(manifest: dict[str, Any], namespace: str, fleet: str) -> dict[str, Any
     """One manifest rewritten for namespace and fleet (see the module docstring)."""
     meta = manifest.setdefault("metadata", {})
     kind = manifest["kind"]
-    if kind in _CLUSTER_KINDS:
+    if kind in CLUSTER_KINDS:
         meta["name"] = _renamed(meta["name"], namespace)
     elif _is_namespaced(manifest):
         meta["namespace"] = namespace
@@ -90,18 +95,23 @@ def service_account_of(manifests: list[dict[str, Any]]) -> str:
 
 async def apply_manifests(
     client: AsyncClient, manifests: list[dict[str, Any]], namespace: str, fleet: str
-) -> None:
-    """Create namespace if needed, then server-side apply every adapted manifest."""
+) -> list[tuple[str, str]]:
+    """Create namespace if needed, then server-side apply every adapted manifest. Returns the
+    (kind, name) of the cluster-scoped objects it made for this namespace alone."""
     try:
         await client.create(Namespace(metadata=ObjectMeta(name=namespace)))
     except ApiError as error:
         if error.status.code != _CONFLICT:
             raise
+    own: list[tuple[str, str]] = []
     for manifest in manifests:
         if manifest["kind"] == "Namespace":  # the target namespace replaces it
             continue
-        obj = codecs.from_dict(adapt(manifest, namespace, fleet))
-        await client.apply(obj, force=True)
+        adapted = adapt(manifest, namespace, fleet)
+        await client.apply(codecs.from_dict(adapted), force=True)
+        if adapted["kind"] in CLUSTER_KINDS and namespace != SYSTEM_NAMESPACE:
+            own.append((adapted["kind"], adapted["metadata"]["name"]))
+    return own
 
 
 async def service_account_kubeconfig(

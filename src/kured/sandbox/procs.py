@@ -22,6 +22,9 @@ from kured.sandbox.state import atomic_write
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Slack for the pid file's mtime granularity and the tick resolution of the start time.
 _START_SLACK_SECONDS = 0.05
+# Children spawned by this process, kept until they are reaped (a Popen dropped while its
+# child runs warns, and a child nobody waits for lingers as a zombie).
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def spawn(
@@ -43,6 +46,7 @@ def spawn(
             start_new_session=True,
             env=None if env is None else dict(env),
         )
+    _children[proc.pid] = proc
     write_pid(pid_file, proc.pid)
     return proc
 
@@ -75,6 +79,11 @@ def _started_at(fields: list[str]) -> float:
 
 def alive(pid: int) -> bool:
     """Whether pid runs (a zombie does not; if it is our child, reap it)."""
+    if (child := _children.get(pid)) is not None:
+        if child.poll() is None:
+            return True
+        del _children[pid]
+        return False
     fields = _stat_fields(pid)
     if fields is None:
         return False
@@ -149,21 +158,20 @@ def stop_pid_files(paths: Iterable[Path], timeout: float = 5.0) -> None:
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
     """Wait for a child to exit without a thread per child (a supervisor may own hundreds):
     a pidfd becomes readable when the process exits."""
-    try:
+    with contextlib.suppress(ProcessLookupError):  # else: reaped already
         fd = os.pidfd_open(proc.pid)
-    except ProcessLookupError:
-        return proc.wait()
-    loop = asyncio.get_running_loop()
-    exited: asyncio.Future[None] = loop.create_future()
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
 
-    def on_exit() -> None:
-        if not exited.done():
-            exited.set_result(None)
+        def on_exit() -> None:
+            if not exited.done():
+                exited.set_result(None)
 
-    loop.add_reader(fd, on_exit)
-    try:
-        await exited
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
+        loop.add_reader(fd, on_exit)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+    _children.pop(proc.pid, None)
     return proc.wait()

@@ -32,15 +32,17 @@ async def run_kured(
     as_serviceaccount: bool = False,
     raw: bool = False,
     env: dict[str, str] | None = None,
-) -> None:
+) -> list[tuple[str, str]]:
     """Start (or replace) the fleet's daemons. args are kured flags, or with raw=True the whole
-    command ({node} and {node_dir} substituted). manifests=None applies none."""
+    command ({node} and {node_dir} substituted). manifests=None applies none. Returns the
+    cluster-scoped objects made for this namespace alone (kind, name)."""
     FleetConfig.load(plane.state, fleet)  # fails clearly for an unknown fleet
     kubeconfig = plane.kubeconfig
+    own: list[tuple[str, str]] = []
     if manifests is not None:
         objects = load_manifests(manifests)
         account = service_account_of(objects)
-        await apply_manifests(client, objects, namespace, fleet)
+        own = await apply_manifests(client, objects, namespace, fleet)
         if as_serviceaccount:
             kubeconfig = await service_account_kubeconfig(client, plane, namespace, account)
     elif as_serviceaccount:
@@ -50,6 +52,7 @@ async def run_kured(
     command = args if raw else kured_command(kubeconfig, namespace, args)
     spec_env = {"KUBECONFIG": str(kubeconfig), **(env or {})}
     await set_daemons(plane.state, fleet, DaemonSpec(command, spec_env))
+    return own
 
 
 async def stop_kured(plane: ControlPlane, fleet: str) -> None:
