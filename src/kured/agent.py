@@ -38,9 +38,11 @@ from kured.notify import Notifier
 from kured.policy import (
     PAUSED_ANNOTATION,
     PROGRESS_ANNOTATION,
+    STATUS_ANNOTATION,
     Decision,
     HolderFacts,
     Observation,
+    PauseNote,
     Phase,
     Progress,
     Step,
@@ -52,7 +54,6 @@ log = logging.getLogger("kured")
 
 REBOOT_IN_PROGRESS_ANNOTATION = "weave.works/kured-reboot-in-progress"
 MOST_RECENT_REBOOT_NEEDED_ANNOTATION = "weave.works/kured-most-recent-reboot-needed"
-STATUS_ANNOTATION = "kured.dev/status"
 SENTINEL_POLL_SECONDS = 2.0
 GATE_POLL_SECONDS = 2.0
 GATE_QUERY_TIMEOUT = 10.0
@@ -591,10 +592,10 @@ def _age(rfc3339: str, now: datetime) -> timedelta:
 
 
 def _paused(ds: DaemonSet, node: Node) -> str:
-    if PAUSED_ANNOTATION in _annotations(ds):
-        return f"cluster-wide: {_annotations(ds)[PAUSED_ANNOTATION]}"
-    if PAUSED_ANNOTATION in _annotations(node):
-        return f"node: {_annotations(node)[PAUSED_ANNOTATION]}"
+    for scope, obj in (("cluster-wide", ds), ("node", node)):
+        value = _annotations(obj).get(PAUSED_ANNOTATION)
+        if value is not None:
+            return f"{scope}, {PauseNote.parse(value).describe()}"
     return ""
 
 

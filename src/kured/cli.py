@@ -512,11 +512,46 @@ OUR_FLAGS: tuple[KuredOption, ...] = (
     _flag(
         "kubeconfig",
         None,
-        "kubeconfig file, for running outside the cluster (not in Go kured)",
+        "kubeconfig file, for running outside the cluster",
         metavar="PATH",
         shown="(in-cluster)",
     ),
+    _flag(
+        "lock-backend",
+        "daemonset-annotation",
+        "where the lock lives: daemonset-annotation (as Go kured) or lease (one Lease per slot)",
+        _choice("lock backend", "daemonset-annotation", "lease"),
+        metavar="BACKEND",
+    ),
+    _duration_flag(
+        "stale-lock-timeout",
+        "30m",
+        "an expired lock whose holder is mid-reboot is taken over only after this long",
+    ),
+    _flag(
+        "post-reboot-pod-selector",
+        "",
+        "after the reboot, hold the lock until pods on the node matching this are ready",
+        metavar="SELECTOR",
+    ),
+    _flag(
+        "post-reboot-gate-query",
+        "",
+        "after the reboot, hold the lock until this PromQL returns nothing (needs Prometheus)",
+        metavar="PROMQL",
+    ),
+    _duration_flag(
+        "post-reboot-gate-timeout", "10m", "stop waiting for the post-reboot gate after this long"
+    ),
+    _flag(
+        "max-consecutive-reboots",
+        "3",
+        "stop rebooting a node still needing a reboot after this many in a row (0 = no limit)",
+        _integer(0, _MAX_INT32, "use 0 or more"),
+        metavar="N",
+    ),
 )
+"""Ours, not in Go kured (the README lists them after Go kured's)."""
 
 
 @dataclass(frozen=True)
@@ -532,6 +567,10 @@ def _build(**params: Any) -> ParsedArgs:
     if not params["node_id"]:
         raise click.UsageError(
             "--node-id is required (or env KURED_NODE_ID); set it from spec.nodeName"
+        )
+    if params["post_reboot_gate_query"] and not params["prometheus_url"]:
+        raise click.UsageError(
+            "--post-reboot-gate-query needs --prometheus-url (the Prometheus to ask)"
         )
     window = Window(
         frozenset[int]().union(*params.pop("reboot_days")),

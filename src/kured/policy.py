@@ -31,6 +31,45 @@ class Phase(StrEnum):
 
 PROGRESS_ANNOTATION = "kured.dev/progress"
 PAUSED_ANNOTATION = "kured.dev/paused"  # on the DaemonSet (everywhere) or on a Node
+STATUS_ANNOTATION = "kured.dev/status"  # what the agent last saw (for kuredctl, humans)
+
+
+@dataclass(frozen=True)
+class PauseNote:
+    """Who paused kured, when and why (the value of ``kured.dev/paused``).
+
+    kuredctl writes JSON, but the daemon only looks at the key's presence, so an
+    operator's ``kubectl annotate node n1 kured.dev/paused="disk swap"`` is just as
+    valid: free text is read back as the reason.
+    """
+
+    by: str = ""
+    at: str = ""
+    reason: str = ""
+
+    def render(self) -> str:
+        return json.dumps(self.to_json())
+
+    @classmethod
+    def parse(cls, text: str) -> PauseNote:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError:
+            return cls(reason=text)
+        if not isinstance(raw, dict):
+            return cls(reason=text)
+        return cls(
+            by=str(raw.get("by", "")), at=str(raw.get("at", "")), reason=str(raw.get("reason", ""))
+        )
+
+    def describe(self) -> str:
+        """``by alice at 2026-11-02T10:00:00Z: kernel rollout on hold`` (parts may be missing)."""
+        fields = (("by", self.by), ("at", self.at))
+        who = " ".join(f"{word} {value}" for word, value in fields if value)
+        return ": ".join(part for part in (who, self.reason) if part) or "(no details)"
+
+    def to_json(self) -> dict[str, str]:
+        return {"by": self.by, "at": self.at, "reason": self.reason}
 
 
 @dataclass(frozen=True)

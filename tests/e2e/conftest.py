@@ -12,29 +12,18 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 from lightkube import AsyncClient
 
-from kured.sandbox.api import Fleet, audit_events
+from kured.sandbox.api import Fleet, FleetFactory, audit_events
 from kured.sandbox.controlplane import ControlPlane
 from kured.sandbox.fleet import FleetConfig
 
 _fleet_numbers = itertools.count(1)
-
-
-class FleetFactory(Protocol):
-    def __call__(
-        self,
-        nodes: int = 3,
-        *,
-        reboot_seconds: float = 1.0,
-        zones: int = 3,
-        pod_start_seconds: float = 0.2,
-    ) -> Awaitable[Fleet]: ...
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from datetime import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import helm_python
 import pytest
@@ -34,13 +36,8 @@ CONFIGURATION_KEYS = sorted(set(CHART_VALUES["configuration"]) - {"useRebootSent
 # Flags our chart renders that kured.cli does not have yet. TODO(cli): remove each one as
 # kured.cli gains it; test_pending_flags_are_not_in_the_cli fails until then.
 PENDING_FLAGS = {
-    "--lock-backend",
     "--max-unavailable",
     "--lock-group-label",
-    "--post-reboot-pod-selector",
-    "--post-reboot-gate-query",
-    "--post-reboot-gate-timeout",
-    "--max-consecutive-reboots",
     "--dry-run",
     "--reboot-window",
     "--blackout-dates",
@@ -112,8 +109,11 @@ def flag_args(args: list[str], flag: str) -> list[str]:
     return [a for a in args if a == flag or a.startswith(f"{flag}=")]
 
 
-def kebab(key: str) -> str:
-    return re.sub(r"(?<!^)([A-Z])", r"-\1", key).lower()
+def flag_for(key: str) -> str:
+    """configuration.someKey → --some-key, but for one key renamed to avoid a clash."""
+    if key == "maxUnavailableNodes":  # the top-level maxUnavailable is the DaemonSet's
+        return "--max-unavailable"
+    return "--" + re.sub(r"(?<!^)([A-Z])", r"-\1", key).lower()
 
 
 def lead_daemonset(path: str) -> dict[str, Any]:
@@ -122,14 +122,17 @@ def lead_daemonset(path: str) -> dict[str, Any]:
 
 
 def rule_set(rules: list[dict[str, Any]]) -> set[tuple[tuple[str, ...], ...]]:
-    return {
-        tuple(tuple(sorted(rule.get(field, ()))) for field in RULE_FIELDS) for rule in rules
-    }
+    return {tuple(tuple(sorted(rule.get(field, ()))) for field in RULE_FIELDS) for rule in rules}
 
 
 RULE_FIELDS = ("apiGroups", "resources", "resourceNames", "verbs")
 EVENTS_RULE = (("",), ("events",), (), ("create", "patch"))
-LEASES_RULE = (("coordination.k8s.io",), ("leases",), (), ("create", "get", "list", "update", "watch"))
+LEASES_RULE = (
+    ("coordination.k8s.io",),
+    ("leases",),
+    (),
+    ("create", "get", "list", "update", "watch"),
+)
 
 
 @pytest.fixture
@@ -170,7 +173,10 @@ def test_daemonset_is_the_leads(lead_file: str, values: dict[str, Any]) -> None:
     assert lead["securityContext"].items() <= ours["securityContext"].items()
     assert ours["securityContext"]["runAsUser"] == 0
     assert ours["ports"][0]["containerPort"] == lead["ports"][0]["containerPort"]
-    assert ours["livenessProbe"]["httpGet"] == {**lead["livenessProbe"]["httpGet"], "scheme": "HTTP"}
+    assert ours["livenessProbe"]["httpGet"] == {
+        **lead["livenessProbe"]["httpGet"],
+        "scheme": "HTTP",
+    }
     assert ours["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert spec["serviceAccountName"] == lead_spec["serviceAccountName"]
     # The same daemon configuration, whatever the flags' spelling and order.
@@ -216,12 +222,15 @@ def test_go_kured_values_file_renders_unchanged_with_go_charts_flags() -> None:
     assert template["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}
     service = objects["Service/kured"]
     assert service["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
-    assert service["spec"]["selector"] == objects["DaemonSet/kured"]["spec"]["selector"]["matchLabels"]
+    selector = objects["DaemonSet/kured"]["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
     monitor = objects["ServiceMonitor/kured"]
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     config = config_of(ours["args"])
-    assert config.window.describe().startswith("MonTueWed between 02:00 and 05:00 Europe/Berlin")
+    window = config.window
+    assert (window.days, window.start, window.end) == (frozenset({1, 2, 3}), time(2), time(5))
+    assert window.tz == ZoneInfo("Europe/Berlin")
     assert config.blocking_pod_selectors == ("app=etcd-backup", "kured.io/block-reboot=true")
     assert config.notify_url.startswith("smtp://")  # --notify-url wins over --slack-hook-url
 
@@ -256,7 +265,7 @@ def expected_args(key: str, flag: str) -> list[str]:
 
 @pytest.mark.parametrize("key", CONFIGURATION_KEYS)
 def test_every_configuration_key_maps_to_its_flag(key: str) -> None:
-    flag = "--max-unavailable" if key == "maxUnavailableNodes" else f"--{kebab(key)}"
+    flag = flag_for(key)
     values = {"configuration": {key: sample(key), "useRebootSentinelHostPath": False}}
     assert flag_args(args_of(values), flag) == expected_args(key, flag)
 
@@ -265,7 +274,13 @@ def test_every_configuration_key_maps_to_its_flag(key: str) -> None:
 def test_unset_keys_pass_no_flag(key: str) -> None:
     """Empty values (the defaults of the keys Go kured's chart leaves empty) pass nothing."""
     if CHART_VALUES["configuration"][key] in ("", 0, False, []):
-        assert flag_args(args_of(), f"--{kebab(key)}") == []
+        assert flag_args(args_of(), flag_for(key)) == []
+
+
+@pytest.mark.parametrize("key", ["maxConsecutiveReboots", "maxUnavailableNodes"])
+def test_our_counts_pass_zero(key: str) -> None:
+    """Go template truth drops 0; these two take 0 as a setting (no limit, none at once)."""
+    assert flag_args(args_of({"configuration": {key: 0}}), flag_for(key)) == [f"{flag_for(key)}=0"]
 
 
 def test_slack_values_go_through_tpl() -> None:
@@ -291,6 +306,13 @@ def cli_flags() -> set[str]:
 
 def test_every_rendered_flag_is_a_kured_flag() -> None:
     assert rendered_flags() - cli_flags() <= PENDING_FLAGS
+
+
+def test_every_kured_flag_has_a_configuration_key() -> None:
+    set_by_the_chart = {"--ds-name", "--ds-namespace"}
+    not_for_a_daemonset = {"--node-id", "--kubeconfig", "--version", "--markdown-flags", "--help"}
+    configurable = {flag_for(key) for key in CONFIGURATION_KEYS} | set_by_the_chart
+    assert cli_flags() - not_for_a_daemonset - {"-h"} <= configurable
 
 
 def test_pending_flags_are_not_in_the_cli() -> None:
@@ -355,7 +377,11 @@ def test_release_name_and_namespace_name_everything() -> None:
     assert {o["metadata"]["namespace"] for o in namespaced} == {"maintenance"}
     assert objects["Role/nightly-kured"]["rules"][0]["resourceNames"] == ["nightly-kured"]
     (subject,) = objects["ClusterRoleBinding/nightly-kured"]["subjects"]
-    assert subject == {"kind": "ServiceAccount", "name": "nightly-kured", "namespace": "maintenance"}
+    assert subject == {
+        "kind": "ServiceAccount",
+        "name": "nightly-kured",
+        "namespace": "maintenance",
+    }
 
 
 def test_sentinel_command_replaces_the_host_path() -> None:

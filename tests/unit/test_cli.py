@@ -109,13 +109,23 @@ SAMPLES: list[tuple[str, str, str, object]] = [
     ("metrics-host", "127.0.0.1", "metrics_host", "127.0.0.1"),
     ("metrics-port", "9100", "metrics_port", 9100),
     ("log-format", "json", "log_format", "json"),
-    ("kubeconfig", "/etc/kured/kubeconfig", "kubeconfig", "/etc/kured/kubeconfig"),
 ]
-GO_FLAGS = [flag for flag, *_ in SAMPLES if flag != "kubeconfig"]
+GO_FLAGS = [flag for flag, *_ in SAMPLES]
+OUR_SAMPLES: list[tuple[str, str, str, object]] = [
+    ("kubeconfig", "/etc/kured/kubeconfig", "kubeconfig", "/etc/kured/kubeconfig"),
+    ("lock-backend", "lease", "lock_backend", "lease"),
+    ("stale-lock-timeout", "1h", "stale_lock_timeout", timedelta(hours=1)),
+    ("post-reboot-pod-selector", "app=web", "post_reboot_pod_selector", "app=web"),
+    ("post-reboot-gate-query", "up == 0", "post_reboot_gate_query", "up == 0"),
+    ("post-reboot-gate-timeout", "5m", "post_reboot_gate_timeout", timedelta(minutes=5)),
+    ("max-consecutive-reboots", "0", "max_consecutive_reboots", 0),
+]
+SAMPLES += OUR_SAMPLES
 
 
 def test_all_43_go_flags_and_ours_exist_and_are_sampled() -> None:
     assert len(GO_FLAGS) == 43
+    assert not {flag for flag, *_ in OUR_SAMPLES} & set(GO_FLAGS)
     assert [o.opts[0] for o in value_options()] == [f"--{flag}" for flag, *_ in SAMPLES]
     assert all(o.envvar == env_name(o.opts[0][2:]) for o in value_options())
 
@@ -132,6 +142,7 @@ def test_every_flag_on_the_command_line(
     flag: str, value: str, path: str, expected: object, joined: bool
 ) -> None:
     args = [f"--{flag}={value}"] if joined else [f"--{flag}", value]
+    args += ["--prometheus-url=http://p:9090"] if flag == "post-reboot-gate-query" else []
     config = parse(*args)
     assert attribute(config, path) == expected
     assert attribute(Config(node_id="n1"), path) != expected
@@ -141,6 +152,7 @@ def test_every_flag_on_the_command_line(
 def test_every_flag_from_its_env_var(
     monkeypatch: pytest.MonkeyPatch, flag: str, value: str, path: str, expected: object
 ) -> None:
+    monkeypatch.setenv("KURED_PROMETHEUS_URL", "http://p:9090")
     monkeypatch.setenv(env_name(flag), value)
     assert attribute(parse(), path) == expected
 
@@ -387,6 +399,14 @@ LABEL_KEY = (
         (
             ['--reboot-sentinel-command=test -f "/a'],
             '--reboot-sentinel-command: "test -f "/a" is not a command line (No closing quotation)',
+        ),
+        (
+            ["--post-reboot-gate-query=up == 0"],
+            "--post-reboot-gate-query needs --prometheus-url (the Prometheus to ask)",
+        ),
+        (
+            ["--lock-backend=etcd"],
+            '--lock-backend: "etcd" is not a lock backend; use daemonset-annotation or lease',
         ),
         (["--no-such-flag"], "unknown flag --no-such-flag (see kured --help)"),
         (

@@ -100,3 +100,21 @@ def test_current_user_falls_back_to_kuredctl(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr("getpass.getuser", unknown)
     assert current_user() == "kuredctl"
+
+
+@pytest.mark.parametrize(
+    ("raised", "message"),
+    [
+        (RuntimeError("boom"), "kuredctl: unexpected RuntimeError: boom\n"),
+        (KeyboardInterrupt(), "\nkuredctl: aborted\n"),
+    ],
+)
+def test_anything_else_is_still_one_line(
+    monkeypatch: pytest.MonkeyPatch, raised: BaseException, message: str
+) -> None:
+    async def failing(*_: object) -> None:
+        raise raised
+
+    monkeypatch.setattr("kured.ctl.cluster.fetch_status", failing)
+    code, out, err = invoke("status")
+    assert (code, out, err) == (1, "", message)

@@ -11,7 +11,6 @@ import pytest
 from kured.ctl.model import (
     AgentStatus,
     LockFormat,
-    PauseNote,
     build_status,
     describe_lock,
     history,
@@ -19,7 +18,7 @@ from kured.ctl.model import (
     summarize_lock,
 )
 from kured.kube import DaemonSet, Event, Node
-from kured.policy import Phase
+from kured.policy import PauseNote, Phase
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 ANNOTATION = "weave.works/kured-node-lock"

@@ -12,7 +12,6 @@ from kured.ctl.model import (
     LockFormat,
     LockSummary,
     NodeRow,
-    PauseNote,
     StatusReport,
 )
 from kured.ctl.render import (
@@ -23,7 +22,7 @@ from kured.ctl.render import (
     table,
     yes_no,
 )
-from kured.policy import Phase
+from kured.policy import PauseNote, Phase
 
 CREATED = datetime(2026, 11, 22, 2, 59, 0, 500000, tzinfo=UTC)
 LOCK = LockSummary(

@@ -12,9 +12,9 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 from click.exceptions import NoArgsIsHelpError
@@ -22,9 +22,8 @@ from click.exceptions import NoArgsIsHelpError
 from kured import __version__
 from kured.ctl import cluster, render
 from kured.ctl.cluster import CtlError, Target
-from kured.ctl.model import DEFAULT_AUTHOR, PauseNote, rfc3339
-
-T = TypeVar("T")
+from kured.ctl.model import DEFAULT_AUTHOR, rfc3339
+from kured.policy import PauseNote
 
 OUTPUT = click.option(
     "-o",
@@ -55,11 +54,13 @@ class KuredctlGroup(click.Group):
             where = err.ctx.command_path if err.ctx else prog
             _fail(prog, f"{err.format_message()} (see '{where} --help')", 2)
         except click.Abort:
-            _fail(prog, "aborted; nothing changed", 1)
+            _fail(prog, "aborted", 1)
         except click.ClickException as err:
             _fail(prog, err.format_message(), err.exit_code)
         except CtlError as err:
             _fail(prog, str(err), 1)
+        except Exception as err:  # a bug: still one line, with enough to report it
+            _fail(prog, f"unexpected {type(err).__name__}: {err}", 1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -71,10 +72,6 @@ def _fail(prog: str, message: str, code: int) -> NoReturn:
 def program_name(argv0: str) -> str:
     """``kubectl kured`` when kubectl ran us as its plugin, else ``kuredctl``."""
     return "kubectl kured" if os.path.basename(argv0) == "kubectl-kured" else "kuredctl"
-
-
-def run(operation: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(operation)
 
 
 @click.group(cls=KuredctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,7 +127,7 @@ def status(target: Target, output: str) -> None:
     Per node: reboot needed, maintenance window, blocker, lock, phase, last
     reboot, cordoned, paused. "-" means the daemon has not reported there (yet).
     """
-    report = run(cluster.fetch_status(target, datetime.now(UTC)))
+    report = asyncio.run(cluster.fetch_status(target, datetime.now(UTC)))
     click.echo(render.status_json(report) if output == "json" else render.status_text(report))
 
 
@@ -148,7 +145,7 @@ def pause(target: Target, node: str | None, reason: str) -> None:
     already under way is not interrupted.
     """
     note = PauseNote(by=current_user(), at=rfc3339(datetime.now(UTC)), reason=reason)
-    previous = run(cluster.set_paused(target, node, note))
+    previous = asyncio.run(cluster.set_paused(target, node, note))
     replaced = f" (replacing the pause {PauseNote.parse(previous).describe()})" if previous else ""
     click.echo(f"paused kured {_scope(target, node)}: no new drains or reboots{replaced}")
 
@@ -158,13 +155,12 @@ def pause(target: Target, node: str | None, reason: str) -> None:
 @click.pass_obj
 def resume(target: Target, node: str | None) -> None:
     """Undo `pause` (cluster or a node)."""
-    previous = run(cluster.set_paused(target, node, None))
+    previous = asyncio.run(cluster.set_paused(target, node, None))
     if previous is None:
         click.echo(f"kured was not paused {_scope(target, node)}; nothing to do")
     else:
-        click.echo(
-            f"resumed kured {_scope(target, node)} (paused {PauseNote.parse(previous).describe()})"
-        )
+        was = PauseNote.parse(previous).describe()
+        click.echo(f"resumed kured {_scope(target, node)}; it had been paused {was}")
 
 
 def _scope(target: Target, node: str | None) -> str:
@@ -192,7 +188,7 @@ def unlock(target: Target, node: str | None, yes: bool) -> None:
     if not yes and not sys.stdin.isatty():
         raise CtlError("unlock asks for confirmation but stdin is not a terminal; add --yes")
     confirm = None if yes else _confirm
-    click.echo(run(cluster.unlock(target, node, confirm, datetime.now(UTC))))
+    click.echo(asyncio.run(cluster.unlock(target, node, confirm, datetime.now(UTC))))
 
 
 def _confirm(question: str) -> bool:
@@ -206,7 +202,7 @@ def _confirm(question: str) -> bool:
 @click.pass_obj
 def history(target: Target, node: str | None, limit: int | None, output: str) -> None:
     """kured's Events on Nodes, oldest first."""
-    entries = run(cluster.fetch_history(target, node, limit))
+    entries = asyncio.run(cluster.fetch_history(target, node, limit))
     click.echo(render.history_json(entries) if output == "json" else render.history_text(entries))
 
 

@@ -22,7 +22,6 @@ from kured.ctl.model import (
     KURED_EVENTS,
     HistoryEntry,
     LockSummary,
-    PauseNote,
     StatusReport,
     annotations_of,
     build_status,
@@ -32,7 +31,7 @@ from kured.ctl.model import (
 )
 from kured.kube import ApiError, Conflict, DaemonSet, Kube, load_config
 from kured.lock import DaemonSetLock, LockFormatError
-from kured.policy import PAUSED_ANNOTATION
+from kured.policy import PAUSED_ANNOTATION, PauseNote
 
 MAX_WRITE_ATTEMPTS = 10
 

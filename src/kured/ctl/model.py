@@ -16,10 +16,16 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from kured.agent import STATUS_ANNOTATION
 from kured.kube import DaemonSet, Event, Node
 from kured.lock import LockFormatError, parse
-from kured.policy import PAUSED_ANNOTATION, PROGRESS_ANNOTATION, Phase, Progress
+from kured.policy import (
+    PAUSED_ANNOTATION,
+    PROGRESS_ANNOTATION,
+    STATUS_ANNOTATION,
+    PauseNote,
+    Phase,
+    Progress,
+)
 
 DEFAULT_AUTHOR = "kuredctl"
 
@@ -80,42 +86,6 @@ def _text(raw: Mapping[str, Any], key: str) -> str:
 
 
 # -- kured.dev/paused -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PauseNote:
-    """Who paused kured, when and why (the value of ``kured.dev/paused``).
-
-    kuredctl writes JSON, but the daemon only looks at the key's presence, so an
-    operator's ``kubectl annotate node n1 kured.dev/paused="disk swap"`` is just as
-    valid: free text is read back as the reason.
-    """
-
-    by: str = ""
-    at: str = ""
-    reason: str = ""
-
-    def render(self) -> str:
-        return json.dumps(self.to_json())
-
-    @classmethod
-    def parse(cls, text: str) -> PauseNote:
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError:
-            return cls(reason=text)
-        if not isinstance(raw, dict):
-            return cls(reason=text)
-        return cls(by=_text(raw, "by"), at=_text(raw, "at"), reason=_text(raw, "reason"))
-
-    def describe(self) -> str:
-        """``by alice at 2026-11-02T10:00:00Z: kernel rollout on hold`` (parts may be missing)."""
-        fields = (("by", self.by), ("at", self.at))
-        who = " ".join(f"{word} {value}" for word, value in fields if value)
-        return ": ".join(part for part in (who, self.reason) if part) or "(no details)"
-
-    def to_json(self) -> dict[str, str]:
-        return {"by": self.by, "at": self.at, "reason": self.reason}
 
 
 def paused_by(obj: Node | DaemonSet) -> PauseNote | None:

@@ -20,7 +20,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from lightkube import ApiError, AsyncClient
 from lightkube.core.resource import GlobalResource
@@ -138,6 +138,19 @@ async def status(plane: ControlPlane, client: AsyncClient) -> dict[str, Any]:
             for name in FleetConfig.load(state, fleet).node_names()
         ],
     }
+
+
+class FleetFactory(Protocol):
+    """The e2e `fleet` fixture: starts a fleet with a fresh name, stopped after the test."""
+
+    def __call__(
+        self,
+        nodes: int = 3,
+        *,
+        reboot_seconds: float = 1.0,
+        zones: int = 3,
+        pod_start_seconds: float = 0.2,
+    ) -> Awaitable[Fleet]: ...
 
 
 class Fleet:
@@ -260,7 +273,11 @@ class Fleet:
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[T]], *, what: str, within: float = 30.0, interval: float = 0.1
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    what: str,
+    within: float = 30.0,
+    interval: float = 0.1,
 ) -> T:
     """Poll check until it returns something truthy, and return that; TimeoutError (naming
     what was awaited) after `within` seconds."""

@@ -43,6 +43,14 @@ KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 # Start order; `down` stops in reverse.
 COMPONENTS = ("etcd", *KUBE_BINARIES)
 ADMIN_USER = "sandbox-admin"
+# Token users: the admin (everything) and the two components, as the bootstrap RBAC names them.
+_USERS = {
+    "admin": (ADMIN_USER, "system:masters"),
+    "kube-controller-manager": ("system:kube-controller-manager", ""),
+    "kube-scheduler": ("system:kube-scheduler", ""),
+    # The node simulator: its writes (pod status, final deletes) are not the admin's.
+    "kubelet": ("sandbox-kubelet", "system:masters"),
+}
 
 _AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -218,9 +226,9 @@ class _Launcher:
             "--profiling=false",
         ]
 
-    def _client_flags(self) -> list[str]:
+    def _client_flags(self, component: str) -> list[str]:
         return [
-            f"--kubeconfig={self.state.kubeconfig}",
+            f"--kubeconfig={self.state.component_kubeconfig(component)}",
             "--leader-elect=false",
             "--port=0",
             "--secure-port=0",
@@ -231,7 +239,9 @@ class _Launcher:
     def _controller_manager(self) -> list[str]:
         return [
             str(self.binaries / "kube-controller-manager"),
-            *self._client_flags(),
+            *self._client_flags("kube-controller-manager"),
+            # Each controller acts as its own ServiceAccount, as in kubeadm clusters.
+            "--use-service-account-credentials=true",
             f"--service-account-private-key-file={self.state.root / 'sa.key'}",
             f"--root-ca-file={self.serving_cert}",
             "--controllers=*,-nodeipam",
@@ -240,7 +250,7 @@ class _Launcher:
         ]
 
     def _scheduler(self) -> list[str]:
-        return [str(self.binaries / "kube-scheduler"), *self._client_flags()]
+        return [str(self.binaries / "kube-scheduler"), *self._client_flags("kube-scheduler")]
 
 
 @dataclass(frozen=True)
@@ -271,19 +281,17 @@ class ControlPlane:
         openssl = require_tool("openssl", "openssl")
         ports = _Ports(free_port(), free_port(), apiserver_port or free_port())
         launcher = _Launcher(state, binaries, etcd, ports)
-        token = secrets.token_hex(16)
+        tokens = {name: secrets.token_hex(16) for name in _USERS}
+        admin = tokens["admin"]
         try:
-            _write_static_files(state, openssl, token)
+            _write_static_files(state, openssl, tokens)
             for name in ("etcd", "kube-apiserver"):
                 _spawn(state, name, launcher.argv(name))
-            _wait_apiserver(state, launcher.server, token, time.monotonic() + timeout)
-            ca_pem = launcher.serving_cert.read_bytes()
-            atomic_write(
-                state.kubeconfig, kubeconfig_text(launcher.server, ca_pem, token, ADMIN_USER)
-            )
+            _wait_apiserver(state, launcher.server, admin, time.monotonic() + timeout)
+            _write_kubeconfigs(state, launcher, tokens)
             for name in ("kube-controller-manager", "kube-scheduler"):
                 _spawn(state, name, launcher.argv(name))
-            _wait_controller_manager(state, launcher.server, token, time.monotonic() + timeout)
+            _wait_controller_manager(state, launcher.server, admin, time.monotonic() + timeout)
         except BaseException:
             down(state)
             raise
@@ -303,11 +311,11 @@ class ControlPlane:
             )
         return cls(state, str(info["server"]))
 
-    def client(self, field_manager: str = "kured-sandbox") -> AsyncClient:
-        """A lightkube AsyncClient authenticated as the admin (proxy variables ignored: the
-        API server is on loopback)."""
-        config = KubeConfig.from_file(self.kubeconfig)
-        return AsyncClient(config, field_manager=field_manager, trust_env=False)
+    def client(self, kubeconfig: Path | None = None) -> AsyncClient:
+        """A lightkube AsyncClient, as the admin unless another kubeconfig is given (proxy
+        variables ignored: the API server is on loopback)."""
+        config = KubeConfig.from_file(kubeconfig or self.kubeconfig)
+        return AsyncClient(config, field_manager="kured-sandbox", trust_env=False)
 
     def rss(self) -> dict[str, int]:
         """Resident memory (bytes) of each running control plane process."""
@@ -337,8 +345,11 @@ def _clear_previous(state: SandboxState) -> None:
     state.root.mkdir(parents=True, exist_ok=True)
 
 
-def _write_static_files(state: SandboxState, openssl: str, token: str) -> None:
-    atomic_write(state.root / "tokens.csv", f'{token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+def _write_static_files(state: SandboxState, openssl: str, tokens: dict[str, str]) -> None:
+    lines = [
+        f'{tokens[name]},{user},{user},"{groups}"\n' for name, (user, groups) in _USERS.items()
+    ]
+    atomic_write(state.root / "tokens.csv", "".join(lines))
     atomic_write(state.root / "audit-policy.yaml", yaml.safe_dump(_AUDIT_POLICY))
     result = subprocess.run(
         [openssl, "genrsa", "-out", str(state.root / "sa.key"), "2048"],
@@ -348,6 +359,14 @@ def _write_static_files(state: SandboxState, openssl: str, token: str) -> None:
     )
     if result.returncode != 0:
         raise SandboxError(f"openssl genrsa failed: {result.stderr.strip()[:300]}")
+
+
+def _write_kubeconfigs(state: SandboxState, launcher: _Launcher, tokens: dict[str, str]) -> None:
+    """The admin's and each component's kubeconfig, trusting the API server's own cert."""
+    ca_pem = launcher.serving_cert.read_bytes()
+    for name, (user, _) in _USERS.items():
+        path = state.kubeconfig if name == "admin" else state.component_kubeconfig(name)
+        atomic_write(path, kubeconfig_text(launcher.server, ca_pem, tokens[name], user))
 
 
 def _spawn(state: SandboxState, name: str, argv: list[str]) -> None:

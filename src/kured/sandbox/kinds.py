@@ -13,9 +13,8 @@ PodDisruptionBudget = create_namespaced_resource(
 
 
 def eviction(name: str, namespace: str) -> PodEviction:
-    """An Eviction body for 1.20: lightkube's model says policy/v1, the server wants v1beta1."""
-    return PodEviction(
-        apiVersion="policy/v1beta1",
-        kind="Eviction",
-        metadata=ObjectMeta(name=name, namespace=namespace),
-    )
+    """An Eviction body for 1.20: lightkube's model says policy/v1, the server wants v1beta1.
+    The model's __post_init__ forces policy/v1, so the version is set after construction."""
+    body = PodEviction(metadata=ObjectMeta(name=name, namespace=namespace))
+    body.apiVersion = "policy/v1beta1"
+    return body

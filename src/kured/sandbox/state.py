@@ -127,6 +127,7 @@ class SandboxState:
         "audit.log",
         "sa.key",
         "certs",
+        "components",
         "etcd",
         "pids",
         "logs",
@@ -142,6 +143,11 @@ class SandboxState:
     @property
     def kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
+
+    def component_kubeconfig(self, component: str) -> Path:
+        """The controller-manager's and the scheduler's own identities (so the audit log
+        tells their requests from the admin's)."""
+        return self.root / "components" / f"{component}.kubeconfig"
 
     def sa_kubeconfig(self, namespace: str) -> Path:
         return self.root / f"kubeconfig-sa-{namespace}"

@@ -115,7 +115,7 @@ async def supervise(state: SandboxState, fleet: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
-    async with plane.client() as client:
+    async with plane.client(state.component_kubeconfig("kubelet")) as client:
         try:
             await Supervisor(state, config, client).run()
         except asyncio.CancelledError:

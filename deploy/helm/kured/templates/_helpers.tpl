@@ -62,8 +62,9 @@ labels:
 
 {{/*
 Flags from configuration, in Go kured's chart's order (ours last):
-[key, flag] renders --flag=value when the value is set, and one --flag=item per item of a
-list; style "bare" renders a bare --flag when true; style "tpl" passes the value through tpl.
+[key, flag] renders --flag=value when the value is set (Go template truth: not "", 0, false),
+and one --flag=item per item of a list; style "bare" renders a bare --flag when true, style
+"tpl" passes the value through tpl, style "set" renders 0 too (only "" passes nothing).
 */}}
 {{- define "kured.flagTable" -}}
 - [metricsHost, metrics-host]
@@ -107,12 +108,13 @@ list; style "bare" renders a bare --flag when true; style "tpl" passes the value
 - [logFormat, log-format]
 - [concurrency, concurrency]
 - [lockBackend, lock-backend]
-- [maxUnavailableNodes, max-unavailable]
+- [staleLockTimeout, stale-lock-timeout]
+- [maxUnavailableNodes, max-unavailable, set]
 - [lockGroupLabel, lock-group-label]
 - [postRebootPodSelector, post-reboot-pod-selector]
 - [postRebootGateQuery, post-reboot-gate-query]
 - [postRebootGateTimeout, post-reboot-gate-timeout]
-- [maxConsecutiveReboots, max-consecutive-reboots]
+- [maxConsecutiveReboots, max-consecutive-reboots, set]
 - [dryRun, dry-run, bare]
 - [rebootWindow, reboot-window]
 - [blackoutDates, blackout-dates]
@@ -144,6 +146,8 @@ through the /sentinel mount and rebootSentinelCommand is dropped, as in Go kured
 {{- end -}}
 {{- else if and $value (eq $style "bare") -}}
 {{- $args = append $args (printf "--%s" $flag) -}}
+{{- else if and (eq $style "set") (ne (toString $value) "") -}}
+{{- $args = append $args (printf "--%s=%v" $flag $value) -}}
 {{- else if and $value (eq $style "tpl") -}}
 {{- $args = append $args (printf "--%s=%s" $flag (tpl $value $root)) -}}
 {{- else if $value -}}
