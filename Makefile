@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean test-deps
+.PHONY: manifests help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean test-deps
 
 help:
 	@echo "make demo   - local control plane + simulated nodes, kured rolling through them"
@@ -31,8 +31,8 @@ control-plane:
 	@bash src/kured/sandbox/build-control-plane.sh >/dev/null
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -58,6 +58,10 @@ bench: $(STAMP) control-plane
 # Debian packages that tests run for real (prometheus); a no-op once installed.
 test-deps:
 	@bash scripts/install-test-deps.sh
+
+# Regenerates deploy/manifests from the Helm chart (a test fails when they drift).
+manifests: $(STAMP)
+	$(BIN)/python scripts/render-manifests.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

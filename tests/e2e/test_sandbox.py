@@ -350,7 +350,7 @@ async def test_run_kured_applies_the_manifests_and_runs_as_their_serviceaccount(
     namespace = sim.kured_namespace
     manifests = write_manifests(tmp_path / "deploy")
     command = [sys.executable, "-c", RECORDER]
-    await sim.run_kured(command, raw=True, manifests=manifests, as_serviceaccount=True)
+    await sim.run_kured(command, raw=True, manifests=[manifests], as_serviceaccount=True)
 
     ds = await kube.get(DaemonSet, "kured", namespace=namespace)
     assert ds.spec is not None

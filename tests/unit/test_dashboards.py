@@ -34,6 +34,7 @@ METRICS = {
     "kured_last_successful_reboot_timestamp_seconds",
     "kured_reboot_loop",
     "kured_gate_timeout_total",
+    "kured_stale_locks_reclaimed_total",
     *HISTOGRAMS,
 }
 SERIES = METRICS | {f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")}

@@ -20,12 +20,12 @@ from kured.ctl.model import (
     Holder,
     LockSummary,
     NodeRow,
-    PauseNote,
     StatusReport,
     describe_lock,
     rfc3339,
 )
 from kured.lock import format_go_time
+from kured.policy import PauseNote
 
 SCHEMA_VERSION = 1
 COLUMN_GAP = "   "

@@ -18,7 +18,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -37,11 +37,28 @@ from kured.sandbox.fleet import (
     supervisor_pid_file,
     wait_ready,
 )
-from kured.sandbox.manifests import CLUSTER_KINDS, SYSTEM_NAMESPACE
+from kured.sandbox.manifests import CLUSTER_KINDS, SYSTEM_NAMESPACE, default_manifests
 from kured.sandbox.run import run_kured, stop_kured
 from kured.sandbox.simhost import SimulatedHost
 from kured.sandbox.state import SandboxError, SandboxState, UsageError
 from kured.sandbox.workload import deploy_workload
+
+__all__ = [
+    "Fleet",
+    "FleetConfig",
+    "FleetFactory",
+    "all_nodes",
+    "audit_events",
+    "daemon_pid",
+    "default_manifests",
+    "host",
+    "kill_daemon",
+    "node_row",
+    "reboots",
+    "status",
+    "trigger",
+    "wait_until",
+]
 
 _NOT_FOUND = 404
 T = TypeVar("T")
@@ -212,7 +229,7 @@ class Fleet:
         self,
         args: list[str],
         *,
-        manifests: Path | None = None,
+        manifests: Sequence[Path] | None = None,
         as_serviceaccount: bool = False,
         raw: bool = False,
         env: dict[str, str] | None = None,

@@ -32,7 +32,7 @@ from lightkube import ApiError
 from kured.sandbox import api
 from kured.sandbox.controlplane import ControlPlane, down
 from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.manifests import SYSTEM_NAMESPACE, default_manifests_dir
+from kured.sandbox.manifests import SYSTEM_NAMESPACE, default_manifests
 from kured.sandbox.run import run_kured, stop_kured
 from kured.sandbox.state import DEFAULT_FLEET, SandboxError, SandboxState, UsageError
 from kured.sandbox.supervisor import supervise
@@ -102,7 +102,7 @@ def cmd_run_kured(args: argparse.Namespace) -> None:
     command = list(args.args)
     if command[:1] == ["--"]:
         command = command[1:]
-    manifests = None if args.no_manifests else Path(args.manifests or default_manifests_dir())
+    manifests = None if args.no_manifests else args.manifests or default_manifests()
 
     async def run() -> None:
         async with plane.client() as client:
@@ -253,7 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run-kured", cmd_run_kured, "run one kured per node (args after --)")
     run.add_argument("--namespace", default=SYSTEM_NAMESPACE, help="where the DaemonSet goes")
-    run.add_argument("--manifests", help="directory of *.yaml (default: <repo>/deploy)")
+    run.add_argument(
+        "--manifests",
+        type=Path,
+        action="append",
+        help="a manifest file or a directory of *.yaml, repeatable "
+        "(default: <repo>/deploy/rbac.yaml and daemonset.yaml)",
+    )
     run.add_argument("--no-manifests", action="store_true", help="apply no manifests")
     run.add_argument("--as-serviceaccount", action="store_true")
     run.add_argument("--raw", action="store_true", help="args are the whole command")

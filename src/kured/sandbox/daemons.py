@@ -135,20 +135,28 @@ class Daemons:
         backoff = _FIRST_BACKOFF
         while True:
             started = time.monotonic()
+            outcome = await self._run_once(node, node_dir, spec)
+            if time.monotonic() - started > _STABLE_SECONDS:
+                backoff = _FIRST_BACKOFF
+            log.info("%s: daemon %s, restarting in %.1f s", node, outcome, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _run_once(self, node: str, node_dir: NodeDir, spec: DaemonSpec) -> str:
+        """Run the daemon until it exits; how it ended."""
+        try:
             proc = procs.spawn(
                 spec.argv(node, node_dir),
                 log=node_dir.kured_log,
                 pid_file=node_dir.kured_pid,
                 env=spec.environ(node_dir),
             )
-            self.procs[node] = proc
-            code = await procs.wait_exit(proc)
-            self.procs.pop(node, None)
-            if time.monotonic() - started > _STABLE_SECONDS:
-                backoff = _FIRST_BACKOFF
-            log.info("%s: daemon exited (%s), restarting in %.1f s", node, code, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF)
+        except OSError as error:
+            return f"could not start: {error}"
+        self.procs[node] = proc
+        code = await procs.wait_exit(proc)
+        self.procs.pop(node, None)
+        return f"exited with {code}"
 
     async def close(self) -> None:
         await self._stop(sorted(set(self.procs) | set(self.keepers)), signal.SIGTERM)

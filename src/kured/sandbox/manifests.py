@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +36,44 @@ CLUSTER_KINDS: dict[str, type[GlobalResource]] = {
 _CONFLICT = 409
 
 
-def default_manifests_dir() -> Path:
-    """<repo>/deploy, next to src/ (where the package runs from a checkout)."""
-    return Path(kured.__file__).resolve().parents[2] / "deploy"
+def default_manifests() -> list[Path]:
+    """kured's RBAC and (command-method) DaemonSet in <repo>/deploy, next to src/. The
+    DaemonSet's variants differ only in what the sandbox does not run (its container)."""
+    deploy = Path(kured.__file__).resolve().parents[2] / "deploy"
+    return [deploy / "rbac.yaml", deploy / "daemonset.yaml"]
 
 
-def load_manifests(directory: Path) -> list[dict[str, Any]]:
-    """Every object in directory/*.yaml, as dicts."""
-    files = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
-    if not files:
-        raise UsageError(f"no manifests (*.yaml) in {directory} (pass --manifests DIR)")
+def _yaml_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(path.glob("*.yaml"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"manifests not found: {path} (pass --manifests PATH)")
+    return files
+
+
+def load_manifests(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every object in the given files (and directories' *.yaml), as dicts; one object may
+    be defined only once."""
     objects: list[dict[str, Any]] = []
-    for path in files:
+    origin: dict[tuple[str, str, str], Path] = {}
+    for path in _yaml_files(paths):
         try:
-            objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+            documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
         except yaml.YAMLError as error:
             raise UsageError(f"{path}: invalid YAML: {error}") from None
+        for doc in documents:
+            meta = doc.get("metadata") or {}
+            key = (doc.get("kind", ""), meta.get("namespace", ""), meta.get("name", ""))
+            if key in origin:
+                raise UsageError(f"{origin[key]} and {path} both define {'/'.join(key)}")
+            origin[key] = path
+            objects.append(doc)
+    if not objects:
+        raise UsageError(f"no manifests in {', '.join(map(str, paths))}")
     return objects
 
 

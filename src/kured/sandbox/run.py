@@ -4,6 +4,8 @@ one daemon per node."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from lightkube import AsyncClient
@@ -28,7 +30,7 @@ async def run_kured(
     args: list[str],
     *,
     namespace: str = SYSTEM_NAMESPACE,
-    manifests: Path | None,
+    manifests: Sequence[Path] | None,
     as_serviceaccount: bool = False,
     raw: bool = False,
     env: dict[str, str] | None = None,
@@ -49,6 +51,8 @@ async def run_kured(
         raise UsageError("--as-serviceaccount needs the manifests that grant its RBAC")
     if raw and not args:
         raise UsageError("--raw needs a command after --")
+    if raw and shutil.which(args[0]) is None:
+        raise UsageError(f"command not found: {args[0]}")
     command = args if raw else kured_command(kubeconfig, namespace, args)
     spec_env = {"KUBECONFIG": str(kubeconfig), **(env or {})}
     await set_daemons(plane.state, fleet, DaemonSpec(command, spec_env))
