@@ -24,15 +24,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx2
+
 from kured.alerts import PrometheusBlocker, PrometheusQueryError, instant_query
 from kured.blockers import Blocker, PodBlocker, first_block
 from kured.config import Config
 from kured.drain import Drainer, DrainError, DrainOptions
 from kured.events import EventRecorder, Reason
-from kured.host import Host
+from kured.host import Host, HostError
 from kured.kube import ApiError, DaemonSet, Kube, Node, Pod, load_config
 from kured.lease import LeaseLock
-from kured.lock import DaemonSetLock, Lock, LockEntry, LockView
+from kured.lock import DaemonSetLock, Lock, LockEntry, LockFormatError, LockView
 from kured.metrics import Health, Metrics, MetricsServer
 from kured.notify import Notifier
 from kured.policy import (
@@ -56,6 +58,7 @@ REBOOT_IN_PROGRESS_ANNOTATION = "weave.works/kured-reboot-in-progress"
 MOST_RECENT_REBOOT_NEEDED_ANNOTATION = "weave.works/kured-most-recent-reboot-needed"
 SENTINEL_POLL_SECONDS = 2.0
 GATE_POLL_SECONDS = 2.0
+ERROR_RETRY_SECONDS = 5.0
 GATE_QUERY_TIMEOUT = 10.0
 WATCH_RETRY_MAX_SECONDS = 30.0
 JITTER = 0.1
@@ -142,7 +145,21 @@ class Agent:
             if not self.config.reboot_sentinel_command:
                 tasks.create_task(self._watch_sentinel())
             while True:
-                pause = await self.run_once()
+                try:
+                    pause = await self.run_once()
+                except (
+                    ApiError,
+                    httpx2.HTTPError,
+                    HostError,
+                    LockFormatError,
+                    TimeoutError,
+                ) as err:
+                    # Progress is recorded in the cluster, so trying again later is always safe.
+                    log.error(
+                        "Error in the main loop (retrying in %gs): %s", ERROR_RETRY_SECONDS, err
+                    )
+                    self._metrics.errors.inc()
+                    pause = ERROR_RETRY_SECONDS
                 if pause:
                     await self._sleep(pause)
 
@@ -646,6 +663,7 @@ async def run_daemon(config: Config, host: Host) -> None:
     metrics, health = Metrics(config.node_id), Health(stuck_after=HEALTH_STUCK_SECONDS)
     server = MetricsServer(metrics, health, config.metrics_host, config.metrics_port)
     async with server, Kube(load_config(config.kubeconfig)) as kube:
+        log.info("Serving /metrics and /healthz on %s:%d", config.metrics_host or "*", server.port)
         agent = Agent(
             config=config,
             host=host,

@@ -746,6 +746,13 @@ def run(argv: Sequence[str]) -> int:
     return _serve(parsed.config)
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    """The first real error inside task-group wrappers, so the one log line says what broke."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 def _serve(config: Config) -> int:
     host = host_from_config(config, os.environ)
     try:
@@ -753,7 +760,7 @@ def _serve(config: Config) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # last line of defence: one log line, not a traceback
-        log.critical("Kured stopped on an unexpected error", exc_info=error)
+        log.critical("Kured stopped on an unexpected error", exc_info=_root_cause(error))
         return 1
     return 0
 

@@ -65,7 +65,7 @@ class EvictionOutcome:
 
     evicted: bool
     gone: bool = False  # the pod no longer exists (counts as done)
-    blocked_by: str = ""  # the server's reason when a PodDisruptionBudget forbids it (HTTP 429)
+    blocked_by: str = ""  # why the server refused (HTTP 429: a PodDisruptionBudget forbids it)
 
 
 def load_config(kubeconfig: str | None) -> KubeConfig:
@@ -164,8 +164,10 @@ class Kube:
         if response.status_code == 409 and meta.uid:
             # The uid precondition failed: a new pod of the same name replaced ours.
             return EvictionOutcome(evicted=False, gone=True)
-        response.raise_for_status()
-        raise RuntimeError(f"unexpected eviction response {response.status_code}")
+        # Anything else (e.g. 500 for a pod under two budgets) is retried like a 429, until
+        # --drain-timeout: the drain reports it rather than the daemon crashing on it.
+        reason = _status_reason(response)
+        return EvictionOutcome(evicted=False, blocked_by=f"HTTP {response.status_code}: {reason}")
 
     async def eviction_version(self) -> str:
         """``policy/v1`` when the server serves it, else ``policy/v1beta1`` (cached)."""

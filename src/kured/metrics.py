@@ -89,6 +89,9 @@ class Metrics:
         self.gate_timeouts = self._series(
             Counter, "kured_gate_timeout", "Post-reboot health gates that timed out."
         )
+        self.errors = self._series(
+            Counter, "kured_errors", "Evaluations that failed and were retried."
+        )
         self.stale_locks = self._series(
             Counter, "kured_stale_locks_reclaimed", "Stale lock holders released by this node."
         )

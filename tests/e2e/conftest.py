@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,8 +76,3 @@ async def fleet(
 @pytest.fixture
 def audit(control_plane: ControlPlane) -> Callable[[], list[dict[str, Any]]]:
     return lambda: list(audit_events(control_plane.state))
-
-
-@pytest.fixture
-def state_dir(control_plane: ControlPlane) -> Path:
-    return control_plane.state.root

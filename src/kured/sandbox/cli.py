@@ -261,9 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: <repo>/deploy/rbac.yaml and daemonset.yaml)",
     )
     run.add_argument("--no-manifests", action="store_true", help="apply no manifests")
-    run.add_argument("--as-serviceaccount", action="store_true")
+    run.add_argument(
+        "--as-serviceaccount",
+        action="store_true",
+        help="authenticate as the DaemonSet's ServiceAccount (only the manifests' RBAC)",
+    )
     run.add_argument("--raw", action="store_true", help="args are the whole command")
-    run.add_argument("args", nargs=argparse.REMAINDER)
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="kured flags")
     with_fleet(run)
 
     stop = command("stop-kured", cmd_stop_kured, "stop the fleet's daemons")

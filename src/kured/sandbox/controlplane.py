@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from lightkube import AsyncClient
@@ -259,6 +260,7 @@ class ControlPlane:
 
     state: SandboxState
     server: str
+    version: str  # the API server's gitVersion, e.g. v1.20.2
 
     @property
     def kubeconfig(self) -> Path:
@@ -295,8 +297,7 @@ class ControlPlane:
         except BaseException:
             down(state)
             raise
-        _write_info(state, launcher, etcd)
-        return cls(state, launcher.server)
+        return cls._from_info(state, _write_info(state, launcher, etcd))
 
     @classmethod
     def attach(cls, state_dir: Path) -> ControlPlane:
@@ -309,7 +310,14 @@ class ControlPlane:
                 f"the sandbox in {state.root} is not running "
                 f"(stale; run: kured-sandbox up --state-dir {state.root})"
             )
-        return cls(state, str(info["server"]))
+        return cls._from_info(state, info)
+
+    @classmethod
+    def _from_info(cls, state: SandboxState, info: dict[str, Any]) -> ControlPlane:
+        try:
+            return cls(state, str(info["server"]), str(info["kubernetes_version"]))
+        except KeyError:
+            raise SandboxError(f"{state.info} is damaged (run: kured-sandbox up)") from None
 
     def client(self, kubeconfig: Path | None = None) -> AsyncClient:
         """A lightkube AsyncClient, as the admin unless another kubeconfig is given (proxy
@@ -433,7 +441,7 @@ def _version(argv: list[str]) -> str:
     return output.splitlines()[0] if output else "unknown"
 
 
-def _write_info(state: SandboxState, launcher: _Launcher, etcd: str) -> None:
+def _write_info(state: SandboxState, launcher: _Launcher, etcd: str) -> dict[str, Any]:
     """sandbox.json: marks the state dir as a sandbox and records what runs there."""
     info = {
         "server": launcher.server,
@@ -447,6 +455,7 @@ def _write_info(state: SandboxState, launcher: _Launcher, etcd: str) -> None:
         "started": time.time(),
     }
     atomic_write(state.info, json.dumps(info, indent=2) + "\n")
+    return info
 
 
 def _pid_files(state: SandboxState) -> Iterator[list[Path]]:

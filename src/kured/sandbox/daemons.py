@@ -176,6 +176,11 @@ def kured_command(kubeconfig: Path, namespace: str, flags: list[str]) -> list[st
         str(kubeconfig),
         "--ds-namespace",
         namespace,
+        # Many daemons share one machine: loopback only, each on a free port.
+        "--metrics-host",
+        "127.0.0.1",
+        "--metrics-port",
+        "0",
         *flags,
     ]
 

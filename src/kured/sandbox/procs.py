@@ -133,18 +133,13 @@ def signal_group(pid: int, sig: int) -> None:
 def terminate(pids: Iterable[int], timeout: float = 5.0) -> None:
     """SIGTERM, then SIGKILL whatever is still running after timeout, and wait for them to go."""
     pending = [pid for pid in pids if alive(pid)]
-    for pid in pending:
-        signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        time.sleep(0.05)
-        pending = [pid for pid in pending if alive(pid)]
-    for pid in pending:
-        signal_group(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        time.sleep(0.02)
-        pending = [pid for pid in pending if alive(pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pending:
+            signal_group(pid, sig)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+            pending = [pid for pid in pending if alive(pid)]
 
 
 def stop_pid_files(paths: Iterable[Path], timeout: float = 5.0) -> None:

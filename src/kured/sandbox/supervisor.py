@@ -21,7 +21,7 @@ from kured.sandbox.daemons import Daemons
 from kured.sandbox.fleet import FleetConfig
 from kured.sandbox.nodesim import Kubelet
 from kured.sandbox.simhost import SimulatedHost
-from kured.sandbox.state import SandboxState, read_json
+from kured.sandbox.state import SandboxState
 
 log = logging.getLogger("kured.sandbox.supervisor")
 
@@ -35,16 +35,17 @@ def _describe_exit(code: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, state: SandboxState, config: FleetConfig, client: AsyncClient) -> None:
+    def __init__(
+        self, state: SandboxState, config: FleetConfig, client: AsyncClient, kubelet_version: str
+    ) -> None:
         self.config = config
         names = config.node_names()
         self.hosts = {name: SimulatedHost(state.node(name)) for name in names}
-        info = read_json(state.info) or {}
         self.kubelet = Kubelet(
             client,
             config,
             {name: host.boot_id() for name, host in self.hosts.items()},
-            str(info.get("kubernetes_version", "v1.20.2")),
+            kubelet_version,
         )
         self.daemons = Daemons(state, state.fleet(config.name), names)
         self.inits: dict[str, subprocess.Popen[bytes]] = {}
@@ -117,6 +118,6 @@ async def supervise(state: SandboxState, fleet: str) -> None:
         loop.add_signal_handler(sig, task.cancel)
     async with plane.client(state.component_kubeconfig("kubelet")) as client:
         try:
-            await Supervisor(state, config, client).run()
+            await Supervisor(state, config, client, plane.version).run()
         except asyncio.CancelledError:
             log.info("fleet %s: stopped", fleet)

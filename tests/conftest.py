@@ -1,4 +1,6 @@
-"""Real services for integration tests, on loopback only, stopped by their own PIDs.
+"""Real services for integration and e2e tests, on loopback only, stopped by their own PIDs.
+
+``receiver`` is a webhook receiver (a threaded HTTP server) that records every POST.
 
 ``prometheus`` is Debian's server (``scripts/install-test-deps.sh``, run by ``make test``)
 started from this fixture, never through its systemd unit, with rules that keep three
@@ -7,14 +9,18 @@ alerts active: one firing, one pending for an hour, one firing that filters excl
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -126,3 +132,42 @@ def _wait_for_alerts(url: str, proc: subprocess.Popen[bytes], log_path: Path) ->
     pytest.fail(
         f"prometheus produced no ALERTS in {STARTUP_TIMEOUT:g}s: {log_path.read_text()[-2000:]}"
     )
+
+
+class Receiver(ThreadingHTTPServer):
+    """Records (path, JSON body) of every POST."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.received: list[tuple[str, dict[str, Any]]] = []
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, json.loads(body)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output clean."""
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -1,0 +1,113 @@
+"""Watching a roll from the outside: what the cluster says, independent of kured's own view.
+
+A :class:`NodeWatch` follows the fleet's Nodes through a watch (events arrive in the API
+server's order) and keeps the largest number of nodes that were cordoned at the same time,
+and which nodes were ever cordoned. :func:`wait_rolled` waits until every node rebooted and
+kured let go of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.resources.apps_v1 import DaemonSet
+from lightkube.resources.core_v1 import Node
+
+from kured.lock import parse
+from kured.policy import PROGRESS_ANNOTATION
+from kured.sandbox.api import Fleet, wait_until
+from kured.sandbox.state import FLEET_LABEL
+
+LOCK_ANNOTATION = "weave.works/kured-node-lock"
+
+
+@dataclass
+class NodeWatch:
+    """The most nodes of a fleet that were unschedulable at once, as the server saw it."""
+
+    ignore: set[str] = field(default_factory=set)  # nodes cordoned by someone else
+    cordoned: set[str] = field(default_factory=set)
+    ever_cordoned: set[str] = field(default_factory=set)
+    most_at_once: int = 0
+
+    def see(self, node: Node) -> None:
+        name = str(node.metadata.name if node.metadata else "")
+        if name in self.ignore:
+            return
+        if node.spec and node.spec.unschedulable:
+            self.cordoned.add(name)
+            self.ever_cordoned.add(name)
+        else:
+            self.cordoned.discard(name)
+        self.most_at_once = max(self.most_at_once, len(self.cordoned))
+
+
+@contextlib.asynccontextmanager
+async def watching(
+    client: AsyncClient, fleet: Fleet, ignore: set[str] | None = None
+) -> AsyncIterator[NodeWatch]:
+    seen = NodeWatch(ignore=ignore or set())
+
+    async def follow() -> None:
+        async for _event, node in client.watch(Node, labels={FLEET_LABEL: fleet.name}):
+            seen.see(node)
+
+    task = asyncio.create_task(follow())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def lock_holders(client: AsyncClient, fleet: Fleet) -> list[str]:
+    ds = await client.get(DaemonSet, "kured", namespace=fleet.kured_namespace)
+    annotations = (ds.metadata.annotations if ds.metadata else None) or {}
+    return parse(annotations.get(LOCK_ANNOTATION)).holders()
+
+
+async def node_annotations(client: AsyncClient, name: str) -> dict[str, str]:
+    node = await client.get(Node, name)
+    return dict((node.metadata.annotations if node.metadata else None) or {})
+
+
+async def wait_rolled(
+    client: AsyncClient,
+    fleet: Fleet,
+    nodes: list[str] | None = None,
+    *,
+    within: float = 120.0,
+    keep_cordoned: frozenset[str] = frozenset(),
+) -> None:
+    """Every node rebooted at least once, is back schedulable (unless it was cordoned before
+    kured came), has no progress record left, and nobody holds the lock."""
+    targets = nodes or fleet.nodes
+
+    async def done() -> bool:
+        for name in targets:
+            node = await client.get(Node, name)
+            cordoned = bool(node.spec and node.spec.unschedulable)
+            annotations = (node.metadata.annotations if node.metadata else None) or {}
+            if not fleet.reboots(name) or cordoned != (name in keep_cordoned):
+                return False
+            if PROGRESS_ANNOTATION in annotations:
+                return False
+        return not await lock_holders(client, fleet)
+
+    await wait_until(done, what=f"roll of {targets}", within=within, interval=0.5)
+
+
+def kured_log(fleet: Fleet, node: str) -> str:
+    return fleet.state.node(node).kured_log.read_text()
+
+
+def status_of(annotations: dict[str, str]) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(annotations.get("kured.dev/status", "{}"))
+    return value

@@ -1,0 +1,275 @@
+"""kured rolling through a fleet on the sandbox: Go kured's behaviour, checked from outside.
+
+Every daemon runs as the ServiceAccount the repo's deploy/rbac.yaml creates, so the real
+RBAC authorizer proves the rules are enough. Rolls use small fleets and short periods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import cast
+
+import pytest
+from lightkube import AsyncClient, codecs
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apps_v1 import DaemonSet, Deployment
+from lightkube.resources.core_v1 import Node, Pod
+
+from kured.sandbox.api import Fleet, default_manifests, wait_until
+from tests.conftest import Receiver
+from tests.e2e.conftest import FleetFactory
+from tests.e2e.rolls import (
+    LOCK_ANNOTATION,
+    kured_log,
+    lock_holders,
+    node_annotations,
+    status_of,
+    wait_rolled,
+    watching,
+)
+
+pytestmark = pytest.mark.e2e
+
+FAST = ["--period=2s"]
+# How the simulator tells the two reboot methods apart (sandbox/supervisor.py).
+HOW = {"command": "reboot requested", "signal": "init stand-in got"}
+
+
+async def start(fleet: FleetFactory, nodes: int, *flags: str, workload: bool = True) -> Fleet:
+    started = await fleet(nodes)
+    if workload:
+        await started.workload(stop_seconds=0.5)
+    await started.run_kured([*FAST, *flags], manifests=default_manifests(), as_serviceaccount=True)
+    return started
+
+
+def boot_ids(fleet: Fleet) -> dict[str, str]:
+    return {node: fleet.host(node).boot_id() for node in fleet.nodes}
+
+
+async def assert_not_rebooting(fleet: Fleet, seconds: float = 6.0) -> None:
+    await asyncio.sleep(seconds)
+    assert all(not fleet.reboots(node) for node in fleet.nodes)
+
+
+@pytest.mark.parametrize(("method", "concurrency", "nodes"), [("command", 1, 3), ("signal", 2, 4)])
+async def test_roll_reboots_every_node_within_the_concurrency(
+    fleet: FleetFactory, kube: AsyncClient, method: str, concurrency: int, nodes: int
+) -> None:
+    rolled = await start(fleet, nodes, f"--reboot-method={method}", f"--concurrency={concurrency}")
+    before = boot_ids(rolled)
+    async with watching(kube, rolled) as seen:
+        rolled.trigger()
+        await wait_rolled(kube, rolled)
+    assert seen.ever_cordoned == set(rolled.nodes)
+    assert seen.most_at_once <= concurrency
+    after = boot_ids(rolled)
+    for node in rolled.nodes:
+        assert after[node] != before[node]
+        (reboot,) = rolled.reboots(node)
+        assert HOW[method] in reboot["reason"]
+        log = kured_log(rolled, node)
+        for line in ("Reboot required", "Acquired reboot lock", f"Draining node {node}"):
+            assert line in log
+        for line in ("Commanding reboot", "Uncordoning node", "Releasing lock"):
+            assert line in log
+
+
+async def test_a_node_cordoned_before_stays_cordoned(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    rolled = await start(fleet, 2)
+    held = rolled.nodes[0]
+    await kube.patch(Node, held, {"spec": {"unschedulable": True}})
+    rolled.trigger()
+    await wait_rolled(kube, rolled, keep_cordoned=frozenset({held}))
+    node = await kube.get(Node, held)
+    assert node.spec is not None and node.spec.unschedulable
+    assert "Uncordoning node" not in kured_log(rolled, held)
+
+
+async def test_blocking_pod_blocks_only_its_node(fleet: FleetFactory, kube: AsyncClient) -> None:
+    rolled = await start(fleet, 2, "--blocking-pod-selector=role=precious")
+    blocked = rolled.nodes[0]
+    pod = Pod.from_dict(
+        {
+            "metadata": {"name": "precious", "labels": {"role": "precious"}},
+            "spec": {
+                "nodeName": blocked,
+                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.2"}],
+            },
+        }
+    )
+    namespace = await rolled.workload()  # idempotent: the workload's namespace
+    await kube.create(cast(Pod, pod), namespace=namespace)
+    rolled.trigger()
+    await wait_rolled(kube, rolled, [rolled.nodes[1]])
+    assert not rolled.reboots(blocked)
+    assert "Reboot blocked: 1 blocking pods" in kured_log(rolled, blocked)
+    status = status_of(await node_annotations(kube, blocked))
+    assert status["activity"] == "blocked"
+
+
+@pytest.mark.parametrize(
+    ("flags", "blocks"),
+    [
+        ([], "AlwaysFiring"),
+        (["--alert-filter-regexp=^(AlwaysFiring|MaintenanceWindow)$"], "SlowBurn"),
+        (["--alert-filter-regexp=^(AlwaysFiring|MaintenanceWindow)$", "--alert-firing-only"], ""),
+    ],
+    ids=["firing-blocks", "pending-blocks", "filtered-and-firing-only-pass"],
+)
+async def test_prometheus_alerts(
+    fleet: FleetFactory, kube: AsyncClient, prometheus: str, flags: list[str], blocks: str
+) -> None:
+    rolled = await start(fleet, 1, f"--prometheus-url={prometheus}", *flags, workload=False)
+    rolled.trigger()
+    if not blocks:
+        await wait_rolled(kube, rolled, within=60)
+        return
+    await assert_not_rebooting(rolled)
+    log = kured_log(rolled, rolled.nodes[0])
+    assert "Reboot blocked: alerts firing:" in log
+    assert blocks in log
+
+
+@contextlib.asynccontextmanager
+async def ready_floor(client: AsyncClient, namespace: str, name: str) -> AsyncIterator[list[int]]:
+    """Track the lowest readyReplicas a Deployment reports while the block runs."""
+    lowest: list[int] = []
+
+    async def follow() -> None:
+        async for _event, deployment in client.watch(
+            Deployment, namespace=namespace, fields={"metadata.name": name}
+        ):
+            lowest.append((deployment.status.readyReplicas if deployment.status else 0) or 0)
+
+    task = asyncio.create_task(follow())
+    try:
+        yield lowest
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_pdb_min_available_is_never_violated(fleet: FleetFactory, kube: AsyncClient) -> None:
+    rolled = await fleet(3)
+    namespace = await rolled.workload(stop_seconds=0.5)
+    await rolled.run_kured(FAST, manifests=default_manifests(), as_serviceaccount=True)
+    async with ready_floor(kube, namespace, "db") as seen:
+        rolled.trigger()
+        await wait_rolled(kube, rolled)
+    assert seen and min(seen) >= 1  # the db PDB says minAvailable: 1
+
+
+async def unevictable(kube: AsyncClient, fleet: Fleet) -> str:
+    """A workload whose PDB forbids every eviction; returns the node one of its pods is on."""
+    namespace = await fleet.workload(stop_seconds=0.5)
+    pdb = {  # the workload's own budget for web, tightened: no eviction is ever allowed
+        "apiVersion": "policy/v1beta1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "maxUnavailable": 0},
+    }
+    await kube.apply(codecs.from_dict(pdb), field_manager="test", force=True)
+    pods = [p async for p in kube.list(Pod, namespace=namespace, labels={"app": "web"})]
+    return str(pods[0].spec.nodeName if pods[0].spec else "")
+
+
+async def test_drain_timeout_releases_the_lock_and_uncordons(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    rolled = await fleet(1)
+    node = await unevictable(kube, rolled)
+    await rolled.run_kured(
+        [*FAST, "--drain-timeout=3s"], manifests=default_manifests(), as_serviceaccount=True
+    )
+    rolled.trigger()
+
+    async def gave_up() -> bool:
+        return "Giving up the reboot: drain failed" in kured_log(rolled, node)
+
+    await wait_until(gave_up, what="drain to time out", within=40)
+    assert "disruption budget" in kured_log(rolled, node)
+    await asyncio.sleep(1)
+    assert not rolled.reboots(node)
+    assert not (await kube.get(Node, node)).spec.unschedulable  # type: ignore[union-attr]
+
+
+async def test_drain_timeout_with_force_reboot_reboots(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    rolled = await fleet(1)
+    await unevictable(kube, rolled)
+    await rolled.run_kured(
+        [*FAST, "--drain-timeout=2s", "--force-reboot"],
+        manifests=default_manifests(),
+        as_serviceaccount=True,
+    )
+    rolled.trigger()
+    await wait_rolled(kube, rolled, within=60)
+
+
+async def test_closed_window_does_nothing(fleet: FleetFactory) -> None:
+    # Mondays only, from 00:00 to 00:01: closed for all but two minutes of the week.
+    closed = ["--reboot-days=mo", "--start-time=00:00", "--end-time=00:01", "--time-zone=UTC"]
+    rolled = await start(fleet, 1, *closed, workload=False)
+    rolled.trigger()
+    await assert_not_rebooting(rolled)
+    assert "outside the maintenance window" in kured_log(rolled, rolled.nodes[0])
+
+
+async def test_notifications_arrive_with_the_templates(
+    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver
+) -> None:
+    rolled = await start(
+        fleet,
+        1,
+        f"--notify-url=json://127.0.0.1:{receiver.port}/hook",
+        "--message-template-drain=Draining %s now",
+        workload=False,
+    )
+    node = rolled.nodes[0]
+    rolled.trigger()
+    await wait_rolled(kube, rolled)
+    messages = [body.get("message") for _path, body in receiver.received]
+    assert f"Draining {node} now" in messages
+    assert f"Rebooting node {node}" in messages
+    assert f"Node {node} rebooted & uncordoned successfully!" in messages
+
+
+async def test_go_kured_lock_set_by_hand_holds_until_removed(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    rolled = await start(fleet, 1, workload=False)
+    patch = {"metadata": {"annotations": {LOCK_ANNOTATION: '{"nodeID":"manual"}'}}}
+    await kube.patch(DaemonSet, "kured", patch, namespace=rolled.kured_namespace)
+    rolled.trigger()
+    await assert_not_rebooting(rolled)
+    assert "Lock already held: manual" in kured_log(rolled, rolled.nodes[0])
+    assert await lock_holders(kube, rolled) == ["manual"]
+    unlock = {"metadata": {"annotations": {LOCK_ANNOTATION: None}}}
+    await kube.patch(DaemonSet, "kured", unlock, namespace=rolled.kured_namespace)
+    await wait_rolled(kube, rolled)
+
+
+async def test_go_kured_lock_format_is_written(fleet: FleetFactory, kube: AsyncClient) -> None:
+    rolled = await start(fleet, 1, "--lock-ttl=30m", workload=False)
+    rolled.trigger()
+    node = rolled.nodes[0]
+
+    async def written() -> dict[str, object] | None:
+        ds = await kube.get(DaemonSet, "kured", namespace=rolled.kured_namespace)
+        text = ((ds.metadata or ObjectMeta()).annotations or {}).get(LOCK_ANNOTATION)
+        return json.loads(text) if text else None
+
+    value = await wait_until(written, what="the lock", within=30)
+    assert value["nodeID"] == node
+    assert value["metadata"] == {"unschedulable": False}
+    assert value["TTL"] == 30 * 60 * 10**9
+    assert str(value["created"]).endswith("Z")
+    await wait_rolled(kube, rolled)
