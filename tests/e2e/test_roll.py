@@ -18,9 +18,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet, Deployment
 from lightkube.resources.core_v1 import Node, Pod
 
-from kured.sandbox.api import Fleet, default_manifests, wait_until
+from kured.sandbox.api import Fleet, FleetFactory, default_manifests, wait_until
 from tests.conftest import Receiver
-from tests.e2e.conftest import FleetFactory
 from tests.e2e.rolls import (
     LOCK_ANNOTATION,
     kured_log,
@@ -94,17 +93,21 @@ async def test_a_node_cordoned_before_stays_cordoned(
 async def test_blocking_pod_blocks_only_its_node(fleet: FleetFactory, kube: AsyncClient) -> None:
     rolled = await start(fleet, 2, "--blocking-pod-selector=role=precious")
     blocked = rolled.nodes[0]
+    namespace = await rolled.workload()  # idempotent: the workload's namespace
     pod = Pod.from_dict(
         {
-            "metadata": {"name": "precious", "labels": {"role": "precious"}},
+            "metadata": {
+                "name": "precious",
+                "namespace": namespace,
+                "labels": {"role": "precious"},
+            },
             "spec": {
                 "nodeName": blocked,
                 "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.2"}],
             },
         }
     )
-    namespace = await rolled.workload()  # idempotent: the workload's namespace
-    await kube.create(cast(Pod, pod), namespace=namespace)
+    await kube.create(cast(Pod, pod))
     rolled.trigger()
     await wait_rolled(kube, rolled, [rolled.nodes[1]])
     assert not rolled.reboots(blocked)
