@@ -17,8 +17,10 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.resources.apps_v1 import DaemonSet
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node
 
+from kured.lease import LOCK_LABEL
 from kured.lock import parse
 from kured.policy import PROGRESS_ANNOTATION
 from kured.sandbox.api import Fleet, wait_until
@@ -68,9 +70,12 @@ async def watching(
 
 
 async def lock_holders(client: AsyncClient, fleet: Fleet) -> list[str]:
+    """Holders on either backend: the DaemonSet annotation, and the lock Leases."""
     ds = await client.get(DaemonSet, "kured", namespace=fleet.kured_namespace)
     annotations = (ds.metadata.annotations if ds.metadata else None) or {}
-    return parse(annotations.get(LOCK_ANNOTATION)).holders()
+    leases = client.list(Lease, namespace=fleet.kured_namespace, labels={LOCK_LABEL: "kured"})
+    leased = [lease.spec.holderIdentity async for lease in leases if lease.spec]
+    return parse(annotations.get(LOCK_ANNOTATION)).holders() + [h for h in leased if h]
 
 
 async def node_annotations(client: AsyncClient, name: str) -> dict[str, str]:

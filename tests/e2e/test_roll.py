@@ -18,6 +18,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet, Deployment
 from lightkube.resources.core_v1 import Node, Pod
 
+from kured.policy import PROGRESS_ANNOTATION
 from kured.sandbox.api import Fleet, FleetFactory, default_manifests, wait_until
 from tests.conftest import Receiver
 from tests.e2e.rolls import (
@@ -276,3 +277,30 @@ async def test_go_kured_lock_format_is_written(fleet: FleetFactory, kube: AsyncC
     assert value["TTL"] == 30 * 60 * 10**9
     assert str(value["created"]).endswith("Z")
     await wait_rolled(kube, rolled)
+
+
+async def test_a_daemon_restart_mid_drain_is_not_a_reboot(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    """Go kured's worst failure: a pod restart while holding the lock counts as "rebooted"."""
+    rolled = await fleet(2)
+    await rolled.workload(stop_seconds=3)
+    await rolled.run_kured(FAST, manifests=default_manifests(), as_serviceaccount=True)
+    async with watching(kube, rolled) as seen:
+        rolled.trigger()
+
+        async def draining() -> str | None:
+            for node in rolled.nodes:
+                progress = (await node_annotations(kube, node)).get(PROGRESS_ANNOTATION, "")
+                if '"draining"' in progress:
+                    return node
+            return None
+
+        victim = await wait_until(draining, what="a node draining", within=30)
+        holders = await lock_holders(kube, rolled)
+        rolled.kill(victim)
+        await asyncio.sleep(1)
+        assert await lock_holders(kube, rolled) == holders  # still held across the crash
+        await wait_rolled(kube, rolled)
+    assert seen.most_at_once == 1
+    assert all(len(rolled.reboots(node)) == 1 for node in rolled.nodes)
