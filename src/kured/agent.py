@@ -28,6 +28,7 @@ import httpx2
 
 from kured.alerts import PrometheusBlocker, PrometheusQueryError, instant_query
 from kured.blockers import Blocker, PodBlocker, first_block
+from kured.capacity import NodeState, over_budget
 from kured.config import Config
 from kured.drain import Drainer, DrainError, DrainOptions
 from kured.events import EventRecorder, Reason
@@ -139,6 +140,7 @@ class Agent:
 
     async def run(self) -> None:
         """Forever: decide, act, wait as long as the step allows."""
+        await self._join_lock_group()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._watch_lock())
             tasks.create_task(self.lock.keep_alive())
@@ -162,6 +164,18 @@ class Agent:
                     pause = ERROR_RETRY_SECONDS
                 if pause:
                     await self._sleep(pause)
+
+    async def _join_lock_group(self) -> None:
+        """``--lock-group-label``: the node's label value picks its lock (read once, at start)."""
+        label = self.config.lock_group_label
+        if not label:
+            return
+        while (node := await self._kube.get_node(self.node_id)) is None:
+            log.error("Node %s not found; waiting for it to be registered", self.node_id)
+            await asyncio.sleep(ERROR_RETRY_SECONDS)
+        group = ((node.metadata.labels if node.metadata else None) or {}).get(label, "")
+        log.info("Lock group: %s=%s", label, group or "(none)")
+        self.lock = make_lock(self.config, self._kube, group)
 
     async def run_once(self) -> float:
         """One decision and its step; returns how long to wait before the next (0 = at once)."""
@@ -218,6 +232,8 @@ class Agent:
         self._block_kind = ""
         if decide(obs).step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK):
             self._block_kind, reason = await first_block(self._blockers)
+            if not reason and (reason := await self._over_budget(ds, holding=False)):
+                self._block_kind = "max-unavailable"
             obs = replace(obs, blocked_by=reason)
         return Seen(obs, node, lock, stale)
 
@@ -241,6 +257,15 @@ class Agent:
             if samples:
                 return f"gate query returned {len(samples)} series: {query}"
         return ""
+
+    async def _over_budget(self, ds: DaemonSet, *, holding: bool) -> str:
+        """``--max-unavailable``: why this node may not go down now ("" = it may)."""
+        budget = self.config.max_unavailable
+        if budget is None:
+            return ""
+        nodes = [node_state(n) for n in await self._kube.list_nodes()]
+        holders = await self.lock.all_holders(ds)
+        return over_budget(budget, nodes, self.node_id, holders, holding)
 
     async def _stale_holders(self, lock: LockView, now: datetime) -> dict[str, str]:
         """Holders whose slot may be taken over, with why (only asked when every slot is taken)."""
@@ -311,6 +336,11 @@ class Agent:
         obs = seen.obs
         if obs.progress.phase is not Phase.DRAINING:
             await self._record(Phase.DRAINING, obs.unschedulable_before)
+            ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
+            if over := await self._over_budget(ds, holding=True):
+                # Another node took a slot at the same moment and goes first.
+                await self._release(Decision(Step.ABANDON, over), seen)
+                return self._period()
             await self._set_labels(self.config.pre_reboot_node_labels)
             await _sleep_for(self.config.drain_delay.total_seconds())
             await self._notify("drain", self.node_id)
@@ -608,6 +638,18 @@ def _age(rfc3339: str, now: datetime) -> timedelta:
         return timedelta(0)
 
 
+def node_state(node: Node) -> NodeState:
+    """A Node as ``--max-unavailable`` counts it."""
+    conditions = (node.status.conditions if node.status else None) or []
+    progress = Progress.from_json(_annotations(node).get(PROGRESS_ANNOTATION))
+    return NodeState(
+        name=(node.metadata.name if node.metadata else None) or "",
+        ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
+        unschedulable=bool(node.spec and node.spec.unschedulable),
+        draining=progress.phase is not Phase.IDLE,
+    )
+
+
 def _paused(ds: DaemonSet, node: Node) -> str:
     for scope, obj in (("cluster-wide", ds), ("node", node)):
         value = _annotations(obj).get(PAUSED_ANNOTATION)
@@ -625,8 +667,8 @@ async def _sleep_for(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-def make_lock(config: Config, kube: Kube) -> Lock:
-    """The ``--lock-backend`` the operator chose."""
+def make_lock(config: Config, kube: Kube, group: str = "") -> Lock:
+    """The ``--lock-backend`` the operator chose, for one ``--lock-group-label`` group."""
     if config.lock_backend == "lease":
         return LeaseLock(
             kube,
@@ -635,6 +677,7 @@ def make_lock(config: Config, kube: Kube) -> Lock:
             node_id=config.node_id,
             concurrency=config.concurrency,
             duration=config.lock_ttl,
+            group=group,
         )
     return DaemonSetLock(
         kube,
@@ -644,6 +687,7 @@ def make_lock(config: Config, kube: Kube) -> Lock:
         node_id=config.node_id,
         ttl=config.lock_ttl,
         concurrency=config.concurrency,
+        group=group,
     )
 
 

@@ -28,6 +28,7 @@ from click.types import OptionHelpExtra
 
 from kured import __version__
 from kured.agent import run_daemon
+from kured.capacity import MaxUnavailable
 from kured.config import DEFAULT_LOCK_ANNOTATION, Config
 from kured.durations import ACCEPTED_FORM, DurationError, format_go_duration, parse_go_duration
 from kured.host import host_from_config
@@ -168,6 +169,17 @@ def _annotation_key(text: str) -> str:
 
 def _taint_key(text: str) -> str:
     return _check_qualified_name(text, "taint key") if text else text
+
+
+def _optional_label_key(text: str) -> str:
+    return _check_qualified_name(text, "label key") if text else text
+
+
+def _max_unavailable(text: str) -> MaxUnavailable:
+    try:
+        return MaxUnavailable.parse(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
 
 
 def _strip_quotes(text: str) -> str:
@@ -549,6 +561,21 @@ OUR_FLAGS: tuple[KuredOption, ...] = (
         "stop rebooting a node still needing a reboot after this many in a row (0 = no limit)",
         _integer(0, _MAX_INT32, "use 0 or more"),
         metavar="N",
+    ),
+    _flag(
+        "lock-group-label",
+        "",
+        "node label whose values (e.g. zones) each get their own --concurrency lock slots",
+        _optional_label_key,
+        metavar="LABEL",
+    ),
+    _flag(
+        "max-unavailable",
+        None,
+        "never reboot while this many nodes (or percent) are NotReady or cordoned for any reason",
+        _max_unavailable,
+        metavar="N|P%",
+        shown="(no limit)",
     ),
 )
 """Ours, not in Go kured (the README lists them after Go kured's)."""

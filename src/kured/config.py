@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
+from kured.capacity import MaxUnavailable
 from kured.window import Window
 
 DEFAULT_LOCK_ANNOTATION = "weave.works/kured-node-lock"
@@ -73,3 +74,6 @@ class Config:
     post_reboot_gate_timeout: timedelta = timedelta(minutes=10)
     # Not in Go kured: stop rebooting a node whose sentinel survives this many reboots in a row.
     max_consecutive_reboots: int = 3
+    # Not in Go kured: topology-aware concurrency and a cap on nodes down for any reason.
+    lock_group_label: str = ""
+    max_unavailable: MaxUnavailable | None = None

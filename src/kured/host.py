@@ -32,6 +32,9 @@ SANDBOX_NODE_DIR_ENV = "KURED_SANDBOX_NODE_DIR"
 # Enter the host's mount namespace through PID 1 (needs hostPID and privileges), as Go does.
 HOST_MOUNT_NS = ("nsenter", "-m/proc/1/ns/mnt", "--")
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+# The kernel's boot time (``btime``, Unix seconds); /proc is not namespaced for it.
+PROC_STAT_PATH = Path("/proc/stat")
+PACKAGES_SUFFIX = ".pkgs"  # Ubuntu's list of packages beside /var/run/reboot-required
 SENTINEL_TIMEOUT = timedelta(seconds=30)
 REBOOT_TIMEOUT = timedelta(seconds=60)
 _OUTPUT_TAIL = 500  # characters of a failed command's output worth a log line
@@ -50,6 +53,14 @@ class Host(Protocol):
 
     def boot_id(self) -> str:
         """Changes on every boot; tells a real reboot from a pod restart."""
+        ...
+
+    def boot_time(self) -> datetime:
+        """When the running system booted (``--max-node-age``); :class:`HostError` if unknown."""
+        ...
+
+    def pending_packages(self) -> tuple[str, ...]:
+        """The packages that asked for the reboot, when the OS says (else empty)."""
         ...
 
     async def reboot(self) -> None:
@@ -120,12 +131,14 @@ class LinuxHost:
         *,
         host_prefix: Sequence[str] = HOST_MOUNT_NS,
         boot_id_path: Path = BOOT_ID_PATH,
+        proc_stat_path: Path = PROC_STAT_PATH,
         sentinel_timeout: timedelta = SENTINEL_TIMEOUT,
         reboot_timeout: timedelta = REBOOT_TIMEOUT,
     ) -> None:
         self._config = config
         self._host_prefix = tuple(host_prefix)
         self._boot_id_path = boot_id_path
+        self._proc_stat_path = proc_stat_path
         self._sentinel_timeout = sentinel_timeout
         self._reboot_timeout = reboot_timeout
 
@@ -141,6 +154,30 @@ class LinuxHost:
             raise HostError(
                 f"cannot read the boot id from {self._boot_id_path}: {error}"
             ) from error
+
+    def boot_time(self) -> datetime:
+        try:
+            for line in self._proc_stat_path.read_text().splitlines():
+                if line.startswith("btime "):
+                    return datetime.fromtimestamp(int(line.split()[1]), UTC)
+        except (OSError, ValueError, IndexError) as error:
+            raise HostError(
+                f"cannot read the boot time from {self._proc_stat_path}: {error}"
+            ) from error
+        raise HostError(f"no btime line in {self._proc_stat_path}")
+
+    def pending_packages(self) -> tuple[str, ...]:
+        """Ubuntu's ``<sentinel>.pkgs``, one package a line, in order, without repeats.
+
+        Only beside a sentinel file: a sentinel command says nothing about packages.
+        """
+        if self._config.reboot_sentinel_command:
+            return ()
+        try:
+            text = Path(self._config.reboot_sentinel + PACKAGES_SUFFIX).read_text()
+        except (OSError, UnicodeDecodeError):
+            return ()
+        return tuple(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
 
     async def reboot(self) -> None:
         if self._config.reboot_method == "signal":
@@ -219,6 +256,14 @@ class SimulatedHost(LinuxHost):
             sentinel_timeout=sentinel_timeout,
         )
         self._node_dir = node_dir
+
+    def boot_time(self) -> datetime:
+        """The simulator rewrites ``boot_id`` on every simulated boot: its mtime is the boot."""
+        path = self._node_dir / "boot_id"
+        try:
+            return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError as error:
+            raise HostError(f"cannot read the simulated boot time from {path}: {error}") from error
 
     def _init_pid(self) -> int:
         pid_file = self._node_dir / "init.pid"

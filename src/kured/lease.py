@@ -23,11 +23,12 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 
 from kured.kube import Conflict, DaemonSet, Kube, Lease
-from kured.lock import MAX_WRITE_ATTEMPTS, LockEntry, LockRecord, LockView
+from kured.lock import MAX_WRITE_ATTEMPTS, LockEntry, LockRecord, LockView, group_slug
 
 log = logging.getLogger("kured.lease")
 
 LOCK_LABEL = "kured.dev/lock"
+GROUP_LABEL = "kured.dev/lock-group"
 UNSCHEDULABLE_ANNOTATION = "kured.dev/unschedulable-before"
 DEFAULT_DURATION = timedelta(seconds=60)
 
@@ -44,6 +45,7 @@ class LeaseLock:
         node_id: str,
         concurrency: int,
         duration: timedelta,
+        group: str = "",
     ) -> None:
         self._kube = kube
         self._namespace = namespace
@@ -51,10 +53,19 @@ class LeaseLock:
         self._node_id = node_id
         self._concurrency = concurrency
         self._duration = duration if duration > timedelta(0) else DEFAULT_DURATION
-        self._labels = {LOCK_LABEL: name}
+        self._slug = group_slug(group)
+        self._labels = {LOCK_LABEL: name, GROUP_LABEL: self._slug}
 
     def slot_name(self, index: int) -> str:
-        return f"{self._name}-lock-{index}"
+        group = f"{self._slug}-" if self._slug else ""
+        return f"{self._name}-lock-{group}{index}"
+
+    async def all_holders(self, ds: DaemonSet) -> list[str]:
+        """Holders of every group's Leases (``--lock-group-label``), for ``--max-unavailable``."""
+        every_group = {LOCK_LABEL: self._name}
+        return [
+            h for h in map(_holder, await self._kube.list_leases(self._namespace, every_group)) if h
+        ]
 
     async def snapshot(self, ds: DaemonSet) -> LockView:
         """The holders, one entry per held Lease (the DaemonSet plays no part here)."""

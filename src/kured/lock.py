@@ -21,6 +21,7 @@ resourceVersion-checked updates, retrying when another node wins a race.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -41,6 +42,8 @@ class Lock(Protocol):
     """What the agent needs of a lock backend (DaemonSet annotation or Leases)."""
 
     async def snapshot(self, ds: DaemonSet) -> LockView: ...
+
+    async def all_holders(self, ds: DaemonSet) -> list[str]: ...
 
     async def acquire(
         self, unschedulable_before: bool, reclaim: frozenset[str] = frozenset()
@@ -233,11 +236,13 @@ class DaemonSetLock:
         node_id: str,
         ttl: timedelta,
         concurrency: int,
+        group: str = "",
     ) -> None:
         self._kube = kube
         self._namespace = namespace
         self._name = name
-        self.annotation = annotation
+        self._base = annotation
+        self.annotation = group_annotation(annotation, group)
         self._node_id = node_id
         self._ttl = ttl
         self._concurrency = concurrency
@@ -248,6 +253,15 @@ class DaemonSetLock:
     async def snapshot(self, ds: DaemonSet) -> LockView:
         """The lock as carried by an already-read DaemonSet (saves a GET)."""
         return _view(ds, self.annotation)
+
+    async def all_holders(self, ds: DaemonSet) -> list[str]:
+        """Holders of every group's lock (``--lock-group-label``), for ``--max-unavailable``."""
+        annotations = (ds.metadata.annotations if ds.metadata else None) or {}
+        holders: list[str] = []
+        for key in annotations:
+            if key == self._base or key.startswith(f"{self._base}-"):
+                holders += _view(ds, key).record.holders()
+        return holders
 
     async def keep_alive(self) -> None:
         """Nothing to renew: an annotation lasts until released (or its TTL)."""
@@ -313,6 +327,33 @@ class DaemonSetLock:
                 log.debug("lock write conflict (attempt %d); re-reading", attempt + 1)
                 await asyncio.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
         raise TimeoutError(f"lock write kept conflicting after {MAX_WRITE_ATTEMPTS} attempts")
+
+
+_NOT_NAME = re.compile(r"[^a-z0-9.-]+")
+MAX_NAME = 63  # an annotation key's name part, a label value
+
+
+def group_slug(group: str) -> str:
+    """A lock group's label value made safe for object names, label values and annotation keys.
+
+    A lossy conversion (``Zone_A`` → ``zone-a``) gets a hash of the original appended, so
+    two groups never share a lock.
+    """
+    slug = _NOT_NAME.sub("-", group.lower()).strip("-.")
+    if slug != group:
+        slug = f"{slug[:40]}-{hashlib.sha256(group.encode()).hexdigest()[:8]}".strip("-")
+    return slug
+
+
+def group_annotation(base: str, group: str) -> str:
+    """The lock annotation of one ``--lock-group-label`` group (the base one for no group)."""
+    if not group:
+        return base
+    prefix, slash, name = base.rpartition("/")
+    name = f"{name}-{group_slug(group)}"
+    if len(name) > MAX_NAME:
+        name = f"{name[: MAX_NAME - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return f"{prefix}{slash}{name}"
 
 
 def _view(ds: DaemonSet, annotation: str) -> LockView:

@@ -54,7 +54,7 @@ ACTIVITIES = (
     "gate",
     "reboot-loop",
 )
-BLOCK_KINDS = ("prometheus", "pods", "query", "pause", "reboot-loop")
+BLOCK_KINDS = ("prometheus", "pods", "query", "pause", "reboot-loop", "max-unavailable")
 SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from kured.sandbox.api import Fleet, wait_until
 from kured.sandbox.state import FLEET_LABEL
 
 LOCK_ANNOTATION = "weave.works/kured-node-lock"
+ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
 @dataclass
@@ -37,9 +39,13 @@ class NodeWatch:
     cordoned: set[str] = field(default_factory=set)
     ever_cordoned: set[str] = field(default_factory=set)
     most_at_once: int = 0
+    zones: dict[str, str] = field(default_factory=dict)
+    most_per_zone: int = 0
 
     def see(self, node: Node) -> None:
-        name = str(node.metadata.name if node.metadata else "")
+        meta = node.metadata
+        name = str(meta.name if meta else "")
+        self.zones[name] = ((meta.labels if meta else None) or {}).get(ZONE_LABEL, "")
         if name in self.ignore:
             return
         if node.spec and node.spec.unschedulable:
@@ -48,6 +54,8 @@ class NodeWatch:
         else:
             self.cordoned.discard(name)
         self.most_at_once = max(self.most_at_once, len(self.cordoned))
+        per_zone = Counter(self.zones[n] for n in self.cordoned)
+        self.most_per_zone = max(self.most_per_zone, *per_zone.values(), 0)
 
 
 @contextlib.asynccontextmanager

@@ -23,6 +23,7 @@ from kured.sandbox.api import Fleet, FleetFactory, default_manifests, wait_until
 from tests.conftest import Receiver
 from tests.e2e.rolls import (
     LOCK_ANNOTATION,
+    ZONE_LABEL,
     kured_log,
     lock_holders,
     node_annotations,
@@ -304,3 +305,43 @@ async def test_a_daemon_restart_mid_drain_is_not_a_reboot(
         await wait_rolled(kube, rolled)
     assert seen.most_at_once == 1
     assert all(len(rolled.reboots(node)) == 1 for node in rolled.nodes)
+
+
+async def test_each_zone_gets_its_own_slots(fleet: FleetFactory, kube: AsyncClient) -> None:
+    rolled = await start(fleet, 6, f"--lock-group-label={ZONE_LABEL}", workload=False)
+    async with watching(kube, rolled) as seen:
+        rolled.trigger()
+        await wait_rolled(kube, rolled)
+    assert seen.most_per_zone == 1
+    assert 1 <= seen.most_at_once <= 3
+    assert seen.ever_cordoned == set(rolled.nodes)
+
+
+async def test_max_unavailable_caps_every_zone_together(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    rolled = await start(
+        fleet,
+        4,
+        f"--lock-group-label={ZONE_LABEL}",
+        "--concurrency=2",
+        "--max-unavailable=1",
+        workload=False,
+    )
+    async with watching(kube, rolled) as seen:
+        rolled.trigger()
+        await wait_rolled(kube, rolled)
+    assert seen.most_at_once == 1
+
+
+async def test_max_unavailable_counts_nodes_down_for_any_reason(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    rolled = await start(fleet, 2, "--max-unavailable=1", workload=False)
+    other, target = rolled.nodes
+    await kube.patch(Node, other, {"spec": {"unschedulable": True}})  # an operator's cordon
+    rolled.trigger(target)
+    await assert_not_rebooting(rolled)
+    assert "max-unavailable 1: 1 of 2 nodes down" in kured_log(rolled, target)
+    await kube.patch(Node, other, {"spec": {"unschedulable": None}})
+    await wait_rolled(kube, rolled, [target])

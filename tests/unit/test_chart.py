@@ -36,8 +36,6 @@ CONFIGURATION_KEYS = sorted(set(CHART_VALUES["configuration"]) - {"useRebootSent
 # Flags our chart renders that kured.cli does not have yet. TODO(cli): remove each one as
 # kured.cli gains it; test_pending_flags_are_not_in_the_cli fails until then.
 PENDING_FLAGS = {
-    "--max-unavailable",
-    "--lock-group-label",
     "--dry-run",
     "--reboot-window",
     "--blackout-dates",

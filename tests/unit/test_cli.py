@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kured import __version__, cli
+from kured.capacity import MaxUnavailable
 from kured.cli import env_name, parse_args, run, value_options
 from kured.config import Config
 from kured.host import Host, LinuxHost, SimulatedHost
@@ -119,6 +120,13 @@ OUR_SAMPLES: list[tuple[str, str, str, object]] = [
     ("post-reboot-gate-query", "up == 0", "post_reboot_gate_query", "up == 0"),
     ("post-reboot-gate-timeout", "5m", "post_reboot_gate_timeout", timedelta(minutes=5)),
     ("max-consecutive-reboots", "0", "max_consecutive_reboots", 0),
+    (
+        "lock-group-label",
+        "topology.kubernetes.io/zone",
+        "lock_group_label",
+        "topology.kubernetes.io/zone",
+    ),
+    ("max-unavailable", "25%", "max_unavailable", MaxUnavailable(25, percent=True)),
 ]
 SAMPLES += OUR_SAMPLES
 

@@ -14,6 +14,8 @@ from kured.lock import (
     LockFormatError,
     LockRecord,
     format_go_time,
+    group_annotation,
+    group_slug,
     parse,
     parse_go_time,
     render,
@@ -183,3 +185,21 @@ def test_acquire_never_exceeds_slots(
         assert node in taken.holders()
         assert len(taken.entries) <= slots
         assert not set(taken.holders()) & (reclaim - {node})
+
+
+def test_group_annotations() -> None:
+    base = "weave.works/kured-node-lock"
+    assert group_annotation(base, "") == base
+    assert group_annotation(base, "zone-a") == "weave.works/kured-node-lock-zone-a"
+    lossy = group_annotation(base, "Zone_A")
+    assert lossy.startswith("weave.works/kured-node-lock-zone-a-") and lossy != base
+    assert group_annotation(base, "Zone_A") != group_annotation(base, "zone-a")
+    long = group_annotation(base, "x" * 80)
+    assert len(long.rpartition("/")[2]) <= 63
+
+
+@given(st.text(min_size=1, max_size=80))
+def test_group_slugs_are_label_values(group: str) -> None:
+    slug = group_slug(group)
+    assert len(slug) <= 63
+    assert all(c.isascii() and (c.isalnum() or c in "-.") for c in slug)
