@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -33,7 +33,15 @@ from kured.config import DEFAULT_LOCK_ANNOTATION, Config
 from kured.durations import ACCEPTED_FORM, DurationError, format_go_duration, parse_go_duration
 from kured.host import host_from_config
 from kured.logs import setup_logging
-from kured.window import Window, load_zone, parse_days, parse_time_of_day
+from kured.notify import unknown_placeholders
+from kured.window import (
+    Window,
+    load_zone,
+    parse_blackout_dates,
+    parse_days,
+    parse_reboot_window,
+    parse_time_of_day,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +132,18 @@ def _regexp(text: str) -> re.Pattern[str] | None:
 
 def _days(text: str) -> frozenset[int]:
     return parse_days(text.split(","))
+
+
+def _reboot_window(text: str) -> str:
+    """Checked here; built in :func:`_build` once --time-zone (its default zone) is known."""
+    parse_reboot_window(text, UTC)
+    return text
+
+
+def _blackout_dates(text: str) -> str:
+    """Checked here; built in :func:`_build` once --time-zone (its default zone) is known."""
+    parse_blackout_dates(text, UTC)
+    return text
 
 
 def _labels(text: str) -> tuple[tuple[str, str], ...]:
@@ -479,10 +499,13 @@ FLAGS: tuple[KuredOption, ...] = (
     _labels_flag("post-reboot-node-labels", "labels set on the node after it is uncordoned"),
     _flag(
         "notify-url",
-        "",
-        "where to send notifications, a shoutrrr URL (slack://, smtp://, generic://, ...)",
+        None,
+        "where to send notifications, a shoutrrr URL (slack://, smtp://, generic://, ...); "
+        "repeatable, every URL gets every message",
         _notify_url,
         metavar="URL",
+        shown='""',
+        multiple=True,
     ),
     _flag(
         "slack-hook-url",
@@ -577,6 +600,74 @@ OUR_FLAGS: tuple[KuredOption, ...] = (
         metavar="N|P%",
         shown="(no limit)",
     ),
+    _flag(
+        "reboot-window",
+        None,
+        'reboot only in this window, "DAYS START-END [ZONE]" like "mon-fri 22:00-04:00 '
+        'Europe/Berlin" (repeatable, any window; see docs/policy.md)',
+        _reboot_window,
+        metavar="WINDOW",
+        shown="(none)",
+        multiple=True,
+    ),
+    _flag(
+        "blackout-dates",
+        None,
+        "never reboot on these days: YYYY-MM-DD[..YYYY-MM-DD] [ZONE] (repeatable)",
+        _blackout_dates,
+        metavar="DATES",
+        shown="(none)",
+        multiple=True,
+    ),
+    _duration_flag(
+        "max-node-age",
+        "0",
+        "a node up longer than this needs a reboot even without the sentinel (0 = never)",
+    ),
+    _bool_flag(
+        "dry-run",
+        "decide, log and notify what would happen, but never lock, cordon, drain or reboot",
+    ),
+    _flag(
+        "blocking-query",
+        None,
+        "PromQL that blocks reboots while it returns anything (repeatable; needs --prometheus-url)",
+        metavar="PROMQL",
+        shown="(none)",
+        multiple=True,
+    ),
+    _flag(
+        "alertmanager-url",
+        "",
+        "Alertmanager whose silences exempt alerts from blocking (needs --prometheus-url)",
+        _http_url,
+        metavar="URL",
+    ),
+    _duration_flag(
+        "notify-blocked-after",
+        "1h",
+        "notify once when a reboot has been blocked this long (0 = never)",
+    ),
+    _flag(
+        "message-template-blocked",
+        "Reboot of node %s blocked for {duration}: {reason}",
+        "blocked notification; %s or {node}, {reason}, {duration}, {packages}",
+    ),
+    _flag(
+        "message-template-drain-failed",
+        "Draining node %s failed: {reason}",
+        "drain failure notification (the reason names the blocking PodDisruptionBudget)",
+    ),
+    _flag(
+        "message-template-reboot-loop",
+        "Node %s: {reason}; not rebooting it again",
+        "reboot-loop guard notification",
+    ),
+    _flag(
+        "message-template-gate-timeout",
+        "Node %s: {reason}; holding the reboot lock",
+        "post-reboot gate timeout notification",
+    ),
 )
 """Ours, not in Go kured (the README lists them after Go kured's)."""
 
@@ -595,29 +686,38 @@ def _build(**params: Any) -> ParsedArgs:
         raise click.UsageError(
             "--node-id is required (or env KURED_NODE_ID); set it from spec.nodeName"
         )
-    if params["post_reboot_gate_query"] and not params["prometheus_url"]:
-        raise click.UsageError(
-            "--post-reboot-gate-query needs --prometheus-url (the Prometheus to ask)"
-        )
+    for flag in ("post_reboot_gate_query", "blocking_query", "alertmanager_url"):
+        if params[flag] and not params["prometheus_url"]:
+            raise click.UsageError(
+                f"--{flag.replace('_', '-')} needs --prometheus-url (the Prometheus to ask)"
+            )
+    zone = params.pop("time_zone")
     window = Window(
         frozenset[int]().union(*params.pop("reboot_days")),
         params.pop("start_time"),
         params.pop("end_time"),
-        params.pop("time_zone"),
+        zone,
     )
     slack_url = params.pop("slack_hook_url")
+    notify_urls = tuple(url for url in params.pop("notify_url") if url)
     pre_labels = _concat(params.pop("pre_reboot_node_labels"))
     post_labels = _concat(params.pop("post_reboot_node_labels"))
     warnings = (
-        *_notify_warnings(params["notify_url"], slack_url),
+        *_notify_warnings(bool(notify_urls), slack_url),
         *_label_warnings(pre_labels, post_labels),
+        *_template_warnings(params),
     )
     config = Config(
         window=window,
+        reboot_windows=tuple(parse_reboot_window(w, zone) for w in params.pop("reboot_window")),
+        blackout_dates=tuple(
+            b for text in params.pop("blackout_dates") for b in parse_blackout_dates(text, zone)
+        ),
         blocking_pod_selectors=tuple(params.pop("blocking_pod_selector")),
+        blocking_queries=tuple(params.pop("blocking_query")),
         pre_reboot_node_labels=pre_labels,
         post_reboot_node_labels=post_labels,
-        notify_url=params.pop("notify_url") or slack_url,
+        notify_urls=notify_urls or ((slack_url,) if slack_url else ()),
         **params,
     )
     return ParsedArgs(config, warnings)
@@ -627,12 +727,22 @@ def _concat(groups: Iterable[tuple[tuple[str, str], ...]]) -> tuple[tuple[str, s
     return tuple(label for group in groups for label in group)
 
 
-def _notify_warnings(notify_url: str, slack_url: str) -> tuple[str, ...]:
+def _notify_warnings(notify_url: bool, slack_url: str) -> tuple[str, ...]:
     if slack_url and notify_url:
         return ("Both --notify-url and --slack-hook-url are set; using --notify-url only",)
     if slack_url:
         return (f"--slack-hook-url is deprecated; use --notify-url={slack_url}",)
     return ()
+
+
+def _template_warnings(params: dict[str, Any]) -> tuple[str, ...]:
+    """A ``{word}`` that is no placeholder is sent as written; probably a typo."""
+    return tuple(
+        f"--{name.replace('_', '-')}: {', '.join(unknown)} is not a placeholder and is sent "
+        "as written; use %s or {node}, {reason}, {duration}, {packages}"
+        for name, value in params.items()
+        if name.startswith("message_template_") and (unknown := unknown_placeholders(value))
+    )
 
 
 def _label_warnings(
@@ -736,7 +846,7 @@ def log_startup(parsed: ParsedArgs) -> None:
         log.info("Lock release delay not set, lock will be released immediately after rebooting")
     log.info("PreferNoSchedule taint: %s", config.prefer_no_schedule_taint)
     log.info("Blocking Pod Selectors: %s", _go_list(config.blocking_pod_selectors))
-    log.info("Reboot schedule: %s", config.window.describe())
+    log.info("Reboot schedule: %s", config.schedule.describe())
     log.info(
         "Reboot check command: %s every %s",
         _go_list(config.reboot_sentinel_command or ("test", "-f", config.reboot_sentinel)),
@@ -750,6 +860,10 @@ def log_startup(parsed: ParsedArgs) -> None:
         log.info("Reboot command: %s", _go_list(config.reboot_command))
     if config.annotate_nodes:
         log.info("Will annotate nodes during kured reboot operations")
+    if config.max_node_age:
+        log.info("Max node age: %s", format_go_duration(config.max_node_age))
+    if config.dry_run:
+        log.warning("Dry run: nothing will be locked, cordoned, drained or rebooted")
     for warning in parsed.warnings:
         log.warning("%s", warning)
 

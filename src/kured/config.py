@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Literal
 
 from kured.capacity import MaxUnavailable
-from kured.window import Window
+from kured.window import Blackout, Schedule, Window
 
 DEFAULT_LOCK_ANNOTATION = "weave.works/kured-node-lock"
 
@@ -42,7 +42,7 @@ class Config:
     drain_timeout: timedelta = timedelta(0)  # 0 = no timeout
     drain_delay: timedelta = timedelta(0)
     skip_wait_for_delete_timeout: int = 0  # seconds
-    window: Window = field(default_factory=Window.always)
+    window: Window = field(default_factory=Window.always)  # --reboot-days, --start-time …
     blocking_pod_selectors: tuple[str, ...] = ()
     prometheus_url: str = ""
     alert_filter_regexp: re.Pattern[str] | None = None
@@ -52,12 +52,20 @@ class Config:
     annotate_nodes: bool = False
     pre_reboot_node_labels: tuple[tuple[str, str], ...] = ()
     post_reboot_node_labels: tuple[tuple[str, str], ...] = ()
-    notify_url: str = ""  # after --slack-hook-url conversion; --notify-url wins
+    # Every --notify-url (repeatable here, not in Go kured), or the converted
+    # --slack-hook-url when there is none.
+    notify_urls: tuple[str, ...] = ()
     slack_username: str = "kured"
     slack_channel: str = ""
     message_template_drain: str = "Draining node %s"
     message_template_reboot: str = "Rebooting node %s"
     message_template_uncordon: str = "Node %s rebooted & uncordoned successfully!"
+    # Not in Go kured: messages about trouble (placeholders: kured.notify.PLACEHOLDERS).
+    message_template_blocked: str = "Reboot of node %s blocked for {duration}: {reason}"
+    message_template_drain_failed: str = "Draining node %s failed: {reason}"
+    message_template_reboot_loop: str = "Node %s: {reason}; not rebooting it again"
+    message_template_gate_timeout: str = "Node %s: {reason}; holding the reboot lock"
+    notify_blocked_after: timedelta = timedelta(hours=1)  # 0 = never
     metrics_host: str = ""
     metrics_port: int = 8080
     log_format: Literal["text", "json"] = "text"
@@ -77,3 +85,15 @@ class Config:
     # Not in Go kured: topology-aware concurrency and a cap on nodes down for any reason.
     lock_group_label: str = ""
     max_unavailable: MaxUnavailable | None = None
+    # Not in Go kured: maintenance policy (docs/policy.md).
+    reboot_windows: tuple[Window, ...] = ()
+    blackout_dates: tuple[Blackout, ...] = ()
+    max_node_age: timedelta = timedelta(0)  # 0 = only the sentinel asks for reboots
+    dry_run: bool = False
+    blocking_queries: tuple[str, ...] = ()  # PromQL; any sample blocks (needs --prometheus-url)
+    alertmanager_url: str = ""  # its silences exempt alerts from blocking
+
+    @property
+    def schedule(self) -> Schedule:
+        """When reboots may happen: the Go window, --reboot-window and --blackout-dates."""
+        return Schedule.of(self.window, self.reboot_windows, self.blackout_dates)

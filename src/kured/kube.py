@@ -38,7 +38,7 @@ T = TypeVar("T")
 EVENT_NAMESPACE = "default"  # where kubelets put Node events
 EVENT_COMPONENT = "kured"
 REQUEST_TIMEOUT = httpx2.Timeout(15.0)
-WATCH_SECONDS = 300  # the server ends each watch after this; lightkube starts a new one
+WATCH_SECONDS = 3600  # the server ends each watch after this; lightkube starts a new one
 """Every API call is bounded, so a hung connection never wedges the main loop."""
 
 __all__ = [

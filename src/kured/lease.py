@@ -136,8 +136,13 @@ class LeaseLock:
                 log.warning("Could not renew the lock lease: %s", err)
 
     async def changes(self) -> AsyncIterator[object]:
-        async for event in self._kube.watch_leases(self._namespace, self._labels):
-            yield event
+        """Each change of who holds which slot (renewals, every few seconds, are not news)."""
+        holders: dict[str, str] = {}
+        async for event, lease in self._kube.watch_leases(self._namespace, self._labels):
+            holder = "" if event == "DELETED" else _holder(lease)
+            if holders.get(_name(lease)) != holder:
+                holders[_name(lease)] = holder
+                yield frozenset(holders.items())
 
     async def _renew(self) -> None:
         for lease in await self._kube.list_leases(self._namespace, self._labels):

@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from kured.kube import Conflict, DaemonSet, Kube
+from kured.policy import PAUSED_ANNOTATION
 
 log = logging.getLogger("kured.lock")
 
@@ -267,8 +268,19 @@ class DaemonSetLock:
         """Nothing to renew: an annotation lasts until released (or its TTL)."""
 
     async def changes(self) -> AsyncIterator[object]:
-        async for event in self._kube.watch_daemonset(self._namespace, self._name):
-            yield event
+        """Each change of the lock or pause annotations (not of the DaemonSet's status, which
+        moves with every kured pod and would wake every node for nothing)."""
+        last: object = None
+        async for _event, ds in self._kube.watch_daemonset(self._namespace, self._name):
+            annotations = (ds.metadata.annotations if ds.metadata else None) or {}
+            relevant = frozenset(
+                (key, value)
+                for key, value in annotations.items()
+                if key == PAUSED_ANNOTATION or key.startswith(self._base)
+            )
+            if relevant != last:
+                last = relevant
+                yield relevant
 
     async def acquire(
         self, unschedulable_before: bool, reclaim: frozenset[str] = frozenset()

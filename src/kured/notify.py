@@ -7,6 +7,10 @@ plain ``https://`` webhook apprise recognises …) is used as is. Translation is
 cheap; apprise itself is imported only when a URL is validated or a message is sent,
 because importing it loads ~180 plugins (about a second of start-up).
 
+``--notify-url`` may be repeated: every message goes to every URL, each send on its own.
+Message templates take Go kured's ``%s`` (the node) and our placeholders ``{node}``,
+``{reason}``, ``{duration}`` and ``{packages}`` (:func:`render_template`).
+
 A notification must never hold up or break a reboot: sends run in a worker thread with
 a timeout, and any failure is a logged warning.
 """
@@ -16,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -26,7 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Event = Literal["drain", "reboot", "uncordon"]
+Event = Literal[
+    "drain", "reboot", "uncordon", "blocked", "drain-failed", "reboot-loop", "gate-timeout"
+]
+PLACEHOLDERS = ("node", "reason", "duration", "packages")
 
 TEAMS_RETIRED = (
     "teams:// uses Microsoft's Office 365 connector webhooks, which Microsoft retired; "
@@ -305,14 +312,16 @@ def validate_notify_url(url: str) -> str:
 
 
 _VERB = re.compile(r"%(.)", re.DOTALL)
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
-def go_sprintf(template: str, node: str) -> str:
+def go_sprintf(template: str, node: str, *, extra: bool = True) -> str:
     """Format a message template the way Go's ``fmt.Sprintf(template, node)`` does.
 
     Kured users' templates were written for Go: ``%s``/``%v`` is the node name, ``%%`` a
     percent sign; a second verb prints ``%!s(MISSING)`` and a template without one gets
-    ``%!(EXTRA string=<node>)`` appended, exactly as Go kured would send them.
+    ``%!(EXTRA string=<node>)`` appended, exactly as Go kured would send them (unless
+    ``extra`` is False: the template names the node another way).
     """
     used = False
 
@@ -327,19 +336,50 @@ def go_sprintf(template: str, node: str) -> str:
         return node if letter in "sv" else f"%!{letter}(string={node})"
 
     text = _VERB.sub(verb, template)
-    return text if used else f"{text}%!(EXTRA string={node})"
+    return text if used or not extra else f"{text}%!(EXTRA string={node})"
+
+
+@dataclass(frozen=True)
+class Details:
+    """What a message may say beyond the node: the values of its placeholders."""
+
+    reason: str = ""  # why (the reboot's cause, the blocker, the drain error …)
+    duration: str = ""  # how long the state lasted, Go form (``1h5m0s``)
+    packages: str = ""  # the packages that asked for the reboot, comma-separated
+
+
+def render_template(template: str, node: str, details: Details = Details()) -> str:
+    """Go's ``%s`` first, then ``{node}``, ``{reason}``, ``{duration}``, ``{packages}``.
+
+    A template without our placeholders comes out exactly as Go kured sends it. Other
+    ``{words}`` are left as written (see :func:`unknown_placeholders`).
+    """
+    values = {"node": node, **asdict(details)}
+    ours = any(m.group(1) in values for m in _PLACEHOLDER.finditer(template))
+    text = go_sprintf(template, node, extra=not ours)
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def unknown_placeholders(template: str) -> list[str]:
+    """``{words}`` in a template that are not placeholders (probably typos)."""
+    return [m.group(0) for m in _PLACEHOLDER.finditer(template) if m.group(1) not in PLACEHOLDERS]
 
 
 @dataclass(frozen=True)
 class Templates:
-    """The three message templates (``--message-template-*``)."""
+    """The message templates (``--message-template-*``), Go kured's three and ours."""
 
     drain: str = "Draining node %s"
     reboot: str = "Rebooting node %s"
     uncordon: str = "Node %s rebooted & uncordoned successfully!"
+    blocked: str = "Reboot of node %s blocked for {duration}: {reason}"
+    drain_failed: str = "Draining node %s failed: {reason}"
+    reboot_loop: str = "Node %s: {reason}; not rebooting it again"
+    gate_timeout: str = "Node %s: {reason}; holding the reboot lock"
 
-    def render(self, event: Event, node: str) -> str:
-        return go_sprintf(getattr(self, event), node)
+    def render(self, event: Event, node: str, details: Details = Details()) -> str:
+        template: str = getattr(self, event.replace("-", "_"))
+        return render_template(template, node, details)
 
 
 def _send_blocking(url: str, body: str) -> bool:
@@ -350,10 +390,16 @@ def _send_blocking(url: str, body: str) -> bool:
 
 
 class Notifier:
-    """Sends kured's drain/reboot/uncordon messages; a no-op without a URL."""
+    """Sends kured's messages to every URL; a no-op without one."""
 
-    def __init__(self, url: str, templates: Templates | None = None, timeout: float = 30.0):
-        self._url = translate_notify_url(url).url if url else ""
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        templates: Templates | None = None,
+        timeout: float = 30.0,
+    ):
+        listed = [urls] if isinstance(urls, str) else urls
+        self._urls = tuple(translate_notify_url(url).url for url in listed if url)
         self._templates = templates or Templates()
         self._timeout = timeout
 
@@ -363,28 +409,32 @@ class Notifier:
             drain=config.message_template_drain,
             reboot=config.message_template_reboot,
             uncordon=config.message_template_uncordon,
+            blocked=config.message_template_blocked,
+            drain_failed=config.message_template_drain_failed,
+            reboot_loop=config.message_template_reboot_loop,
+            gate_timeout=config.message_template_gate_timeout,
         )
-        return cls(config.notify_url, templates, timeout)
+        return cls(config.notify_urls, templates, timeout)
 
     @property
     def enabled(self) -> bool:
-        return bool(self._url)
+        return bool(self._urls)
 
-    async def notify(self, event: Event, node: str) -> bool:
+    async def notify(self, event: Event, node: str, details: Details = Details()) -> bool:
         """Send the templated message for ``event``; True if delivered. Never raises."""
-        return await self.send(self._templates.render(event, node), event)
+        return await self.send(self._templates.render(event, node, details), event)
 
     async def send(self, body: str, what: str = "message") -> bool:
-        """Send ``body`` as is; True if delivered. Never raises.
+        """Send ``body`` as is to every URL at once; True if all got it. Never raises."""
+        sent = await asyncio.gather(*(self._send_one(url, body, what) for url in self._urls))
+        return bool(sent) and all(sent)
 
-        A timed-out send is abandoned, not killed: its thread finishes on its own when
-        apprise's socket timeouts fire.
-        """
-        if not self._url:
-            return False
+    async def _send_one(self, url: str, body: str, what: str) -> bool:
+        """One URL. A timed-out send is abandoned, not killed: its thread finishes on its
+        own when apprise's socket timeouts fire."""
         try:
             sent = await asyncio.wait_for(
-                asyncio.to_thread(_send_blocking, self._url, body), self._timeout
+                asyncio.to_thread(_send_blocking, url, body), self._timeout
             )
         except TimeoutError:
             log.warning("Error notifying: %s notification timed out after %gs", what, self._timeout)

@@ -119,6 +119,7 @@ class Step(StrEnum):
     RELEASE = "release"  # healthy after its reboot: release the lock
     ABANDON = "abandon"  # stop without rebooting: uncordon (if we cordoned), release
     LOOP_GUARD = "loop-guard"  # the sentinel survives reboot after reboot: stop rebooting
+    DRY_RUN = "dry-run"  # --dry-run: say what would be drained and rebooted, touch nothing
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ class Observation:
     gate: str = ""  # GATING: why the health gate has not passed yet ("" = passed)
     gate_timed_out: bool = False  # GATING: --post-reboot-gate-timeout has run out
     max_consecutive_reboots: int = 3  # 0 = no guard
+    reboot_reason: str = ""  # why a reboot is required (sentinel and its packages, node age)
+    dry_run: bool = False  # --dry-run: never lock, drain or reboot
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,8 @@ class Decision:
 def decide(obs: Observation) -> Decision:
     """The one place that says what happens next."""
     decision = _decide(obs)
+    if obs.dry_run:
+        decision = _dry_run(decision, obs)
     if decision.step in (Step.FINISH, Step.ABANDON):
         ours = obs.node_unschedulable and not obs.unschedulable_before
         return Decision(decision.step, decision.reason, uncordon=ours)
@@ -173,6 +178,17 @@ def _decide(obs: Observation) -> Decision:
             return Decision(Step.DRAIN, "holding the lock")
         return Decision(Step.ABANDON, "holding the lock without a reboot to do")
     return _idle(obs)
+
+
+def _dry_run(decision: Decision, obs: Observation) -> Decision:
+    """``--dry-run``: where a lock would be taken, say what would happen instead; a drain
+    or reboot left over from before the switch to dry-run is given up (uncordon, release)."""
+    if decision.step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK):
+        why = obs.reboot_reason or decision.reason
+        return Decision(Step.DRY_RUN, f"dry run: would drain and reboot ({why})")
+    if decision.step in (Step.DRAIN, Step.REBOOT):
+        return Decision(Step.ABANDON, f"dry run: not going on ({decision.reason})")
+    return decision
 
 
 def _after_reboot_command(obs: Observation) -> Decision:

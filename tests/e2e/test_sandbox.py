@@ -217,6 +217,7 @@ async def test_the_audit_log_records_the_cordon_patch(
             event
             for event in audit()
             if event["verb"] == "patch"
+            and event["stage"] == "ResponseComplete"
             and event["user"]["username"] == ADMIN_USER
             and event["objectRef"].get("resource") == "nodes"
             and event["objectRef"].get("name") == name

@@ -56,15 +56,16 @@ _USERS = {
 _AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
-    "omitStages": ["RequestReceived"],
     "rules": [
-        # Request bodies of node writes, so a cordon patch shows what it changed.
+        # Request bodies of node writes, so a cordon patch shows what it changed; their
+        # RequestReceived stage too, written before the write is applied, so a cordon whose
+        # API server was killed before it answered is still on record (the chaos checker).
         {
             "level": "Request",
             "verbs": ["patch", "update"],
             "resources": [{"group": "", "resources": ["nodes"]}],
         },
-        {"level": "Metadata"},
+        {"level": "Metadata", "omitStages": ["RequestReceived"]},
     ],
 }
 
@@ -338,6 +339,22 @@ class ControlPlane:
         """Stop everything the sandbox started in this state dir (as `kured-sandbox down`)."""
         down(self.state)
 
+    def restart(self, component: str, timeout: float = 120.0) -> None:
+        """Crash one component (SIGKILL) and start it again with the same command line, as a
+        kubelet restarts a static pod; returns once the API server answers /readyz again."""
+        if component not in COMPONENTS:
+            raise SandboxError(f"unknown component {component!r} (one of {', '.join(COMPONENTS)})")
+        pid_file = self.state.pid_file(component)
+        pid = procs.running_pid(pid_file)
+        if pid is None:
+            raise SandboxError(f"{component} is not running in {self.state.root}")
+        argv = procs.cmdline(pid)
+        procs.kill_and_wait(pid)
+        _spawn(self.state, component, argv)
+        _wait_apiserver(
+            self.state, self.server, _admin_token(self.state), time.monotonic() + timeout
+        )
+
 
 def _clear_previous(state: SandboxState) -> None:
     """Refuse a live sandbox; stop and remove the remains of a dead one."""
@@ -375,6 +392,11 @@ def _write_kubeconfigs(state: SandboxState, launcher: _Launcher, tokens: dict[st
     for name, (user, _) in _USERS.items():
         path = state.kubeconfig if name == "admin" else state.component_kubeconfig(name)
         atomic_write(path, kubeconfig_text(launcher.server, ca_pem, tokens[name], user))
+
+
+def _admin_token(state: SandboxState) -> str:
+    config = yaml.safe_load(state.kubeconfig.read_text())
+    return str(config["users"][0]["user"]["token"])
 
 
 def _spawn(state: SandboxState, name: str, argv: list[str]) -> None:

@@ -109,6 +109,21 @@ def running_pid(path: Path) -> int | None:
     return pid
 
 
+def cmdline(pid: int) -> list[str]:
+    """The argv a running process was started with."""
+    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return [arg.decode() for arg in raw.split(b"\0")[:-1]]
+
+
+def kill_and_wait(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL pid (a crash, not a shutdown) and wait until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def rss_bytes(pid: int) -> int | None:
     """Resident set size of pid (VmRSS), or None when it is gone."""
     try:

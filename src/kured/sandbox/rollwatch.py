@@ -190,6 +190,8 @@ class Roll:
             return "unseen"
         if not view.ready:
             return "down"
+        if view.phase is Phase.REBOOTING and self.timelines[name].up is not None:
+            return "back up"  # kured has yet to see the new boot id
         if view.phase is not Phase.IDLE:
             return view.phase.value
         if self.timelines[name].done:

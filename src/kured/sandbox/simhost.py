@@ -74,10 +74,17 @@ class SimulatedHost:
         procs.write_pid(self.dir.init_pid, proc.pid)
         return proc
 
-    def record_reboot(self, old_boot_id: str, new_boot_id: str, reason: str) -> None:
-        """Keep a history of simulated reboots for tests and benchmarks."""
+    def record_reboot(self, old_boot_id: str, new_boot_id: str, reason: str, down: float) -> None:
+        """Keep a history of simulated reboots for tests, benchmarks and the chaos checker:
+        `down` is when the node went down, `time` when it came back."""
         line = json.dumps(
-            {"time": time.time(), "from": old_boot_id, "to": new_boot_id, "reason": reason}
+            {
+                "time": time.time(),
+                "down": down,
+                "from": old_boot_id,
+                "to": new_boot_id,
+                "reason": reason,
+            }
         )
         with self.dir.reboots.open("a") as out:
             out.write(line + "\n")

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import subprocess
+import time
 
 from lightkube import AsyncClient
 
@@ -87,12 +88,13 @@ class Supervisor:
     async def _reboot(self, name: str, reason: str) -> None:
         host = self.hosts[name]
         old_boot_id = self.kubelet.nodes[name].boot_id
+        down = time.time()
         log.info("%s: rebooting (%s)", name, reason)
         await self.daemons.kill(name)
         await self.kubelet.go_down(name)
         await asyncio.sleep(self.config.reboot_seconds)
         boot_id = host.boot()
-        host.record_reboot(old_boot_id, boot_id, reason)
+        host.record_reboot(old_boot_id, boot_id, reason, down)
         await self.kubelet.come_up(name, boot_id)
         self.daemons.start(name)
         log.info("%s: up again, boot id %s", name, boot_id)
