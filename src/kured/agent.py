@@ -20,24 +20,26 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
 
 from kured.alerts import PrometheusBlocker, PrometheusQueryError, instant_query
-from kured.blockers import Blocker, PodBlocker, first_block
+from kured.blockers import Blocker, PodBlocker, QueryBlocker, first_block
 from kured.capacity import NodeState, over_budget
 from kured.config import Config
 from kured.drain import Drainer, DrainError, DrainOptions
+from kured.durations import format_go_duration
 from kured.events import EventRecorder, Reason
 from kured.host import Host, HostError
 from kured.kube import ApiError, DaemonSet, Kube, Node, Pod, load_config
 from kured.lease import LeaseLock
 from kured.lock import DaemonSetLock, Lock, LockEntry, LockFormatError, LockView
 from kured.metrics import Health, Metrics, MetricsServer
-from kured.notify import Notifier
+from kured.need import RebootNeed, assess, sentinel_source
+from kured.notify import Details, Notifier
 from kured.policy import (
     PAUSED_ANNOTATION,
     PROGRESS_ANNOTATION,
@@ -77,6 +79,7 @@ ACTIVITY = {
     Step.ACQUIRE_LOCK: "waiting-for-lock",
     Step.DRAIN: "draining",
     Step.REBOOT: "rebooting",
+    Step.DRY_RUN: "dry-run",
 }
 
 
@@ -88,6 +91,8 @@ class Seen:
     node: Node
     lock: LockView
     stale: dict[str, str]  # holders whose slot may be taken over → why
+    # Why a reboot is needed, with the packages that asked for it.
+    need: RebootNeed = field(default_factory=RebootNeed)
 
 
 def now_rfc3339() -> str:
@@ -133,6 +138,9 @@ class Agent:
         self._status_changed = False
         self._block_kind = ""  # which blocker said no in the last observation
         self._wanting_since: float | None = None  # when the node started waiting for the lock
+        self._blocked_since: float | None = None  # when blockers started saying no
+        self._blocked_told = False  # --notify-blocked-after has been sent for this block
+        self._dry_run_told = ""  # the last --dry-run plan notified (sent again when it changes)
         self.lock = make_lock(config, kube)
         self._drainer = Drainer(kube, DrainOptions.from_config(config))
 
@@ -142,9 +150,10 @@ class Agent:
         """Forever: decide, act, wait as long as the step allows."""
         await self._join_lock_group()
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._watch_lock())
             tasks.create_task(self.lock.keep_alive())
-            if not self.config.reboot_sentinel_command:
+            if not self.config.poll_only:
+                tasks.create_task(self._watch_lock())
+            if not (self.config.poll_only or self.config.reboot_sentinel_command):
                 tasks.create_task(self._watch_sentinel())
             while True:
                 try:
@@ -199,14 +208,16 @@ class Agent:
             log.error("Lock annotation is unreadable: %s", lock.unreadable)
         now = datetime.now(UTC)
         self._last_sentinel = await self._host.reboot_required()
-        self._metrics.set_reboot_required(self._last_sentinel)
+        need = self._assess(self._last_sentinel, now)
+        self._metrics.set_reboot_required(need.required)
+        self._metrics.set_reboot_reason(need.kind)
         progress = Progress.from_json(_annotations(node).get(PROGRESS_ANNOTATION))
         entry = lock.record.entry_of(self.node_id)
         stale = await self._stale_holders(lock, now) if entry is None else {}
         taken = len(lock.record.entries) - len(stale)
         obs = Observation(
-            reboot_required=self._last_sentinel,
-            window_open=self.config.window.is_open(now),
+            reboot_required=need.required,
+            window_open=self.config.schedule.is_open(now),
             holds_lock=entry is not None,
             lock_available=entry is not None
             or (not lock.unreadable and taken < self.config.concurrency),
@@ -220,6 +231,8 @@ class Agent:
             ),
             paused=_paused(ds, node),
             max_consecutive_reboots=self.config.max_consecutive_reboots,
+            reboot_reason=need.reason,
+            dry_run=self.config.dry_run,
         )
         if progress.phase is Phase.GATING:
             obs = replace(
@@ -230,12 +243,31 @@ class Agent:
         self._metrics.window_open.set(obs.window_open)
         self._metrics.lock_held.set(obs.holds_lock)
         self._block_kind = ""
-        if decide(obs).step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK):
+        if decide(obs).step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK, Step.DRY_RUN):
             self._block_kind, reason = await first_block(self._blockers)
             if not reason and (reason := await self._over_budget(ds, holding=False)):
                 self._block_kind = "max-unavailable"
             obs = replace(obs, blocked_by=reason)
-        return Seen(obs, node, lock, stale)
+        return Seen(obs, node, lock, stale, need)
+
+    def _assess(self, sentinel: bool, now: datetime) -> RebootNeed:
+        """The sentinel (with the packages that asked for it) and ``--max-node-age``."""
+        return assess(
+            sentinel=sentinel,
+            source=sentinel_source(self.config),
+            packages=self._host.pending_packages() if sentinel else (),
+            uptime=self._uptime(now),
+            max_age=self.config.max_node_age,
+        )
+
+    def _uptime(self, now: datetime) -> timedelta | None:
+        if not self.config.max_node_age:
+            return None
+        try:
+            return now - self._host.boot_time()
+        except HostError as err:
+            log.warning("Cannot tell the node's age for --max-node-age: %s", err)
+            return None
 
     async def _gate_problem(self, node: Node, progress: Progress) -> str:
         """Why the node is not yet healthy after its reboot ("" = healthy)."""
@@ -285,14 +317,16 @@ class Agent:
         step = decision.step
         if step is Step.NOTHING:
             log.info(decision.reason)
-            await self._set_taint(seen.node, False)
+            await self._set_taint(seen.node, seen.obs.reboot_required)  # waiting for the window
             if not seen.obs.reboot_required and seen.obs.progress.consecutive_reboots:
                 await self._annotate({PROGRESS_ANNOTATION: None})  # the loop is over
             return self._period()
+        if step is Step.DRY_RUN:
+            return await self._dry_run(decision, seen)
         await self._mark_reboot_needed(seen)
         if step is Step.BLOCKED:
             log.info("Reboot blocked: %s", decision.reason)
-            return self._period()
+            return await self._tell_blocked(decision, seen)
         if step is Step.WAIT_FOR_LOCK:
             holders = ", ".join(seen.lock.record.holders()) or "unreadable lock"
             log.info("Lock already held: %s", holders)
@@ -343,10 +377,11 @@ class Agent:
                 return self._period()
             await self._set_labels(self.config.pre_reboot_node_labels)
             await _sleep_for(self.config.drain_delay.total_seconds())
-            await self._notify("drain", self.node_id)
+            await self._notify("drain", self.node_id, self._details(seen))
         log.info("Draining node %s", self.node_id)
         await self._events.record(seen.node, Reason.DRAINING, f"Draining node {self.node_id}")
         await self._kube.set_unschedulable(self.node_id, True)
+        started = time.monotonic()
         try:
             timeout = self.config.drain_timeout.total_seconds() or math.inf
             with (
@@ -357,6 +392,8 @@ class Agent:
         except DrainError as err:
             log.error("Error draining node %s: %s", self.node_id, err)
             await self._events.record(seen.node, Reason.DRAIN_FAILED, str(err))
+            lasted = timedelta(seconds=time.monotonic() - started)
+            await self._notify("drain-failed", self.node_id, self._details(seen, str(err), lasted))
             if not self.config.force_reboot:
                 abandon = Decision(Step.ABANDON, "drain failed", not obs.unschedulable_before)
                 await self._release(abandon, seen)
@@ -369,7 +406,7 @@ class Agent:
         await _sleep_for(self.config.reboot_delay.total_seconds())
         log.info("Commanding reboot")
         await self._events.record(seen.node, Reason.REBOOTING, f"Rebooting node {self.node_id}")
-        await self._notify("reboot", self.node_id)
+        await self._notify("reboot", self.node_id, self._details(seen))
         await self._host.reboot()
         log.info("Waiting for reboot")
         return self._period()
@@ -381,7 +418,8 @@ class Agent:
         await self._events.record(seen.node, Reason.REBOOTED, "Node is back from its reboot")
         await self._uncordon(decision, seen)
         await self._set_labels(self.config.post_reboot_node_labels)
-        await self._notify("uncordon", self.node_id)
+        took = _age(obs.progress.since, datetime.now(UTC))  # since the reboot was commanded
+        await self._notify("uncordon", self.node_id, self._details(seen, lasted=took))
         await self._set_taint(seen.node, False)
         in_a_row = obs.progress.consecutive_reboots + 1 if obs.reboot_required else 0
         gating = replace(obs.progress, phase=Phase.GATING, since=now_rfc3339())
@@ -398,9 +436,9 @@ class Agent:
             log.error("Post-reboot health gate failed; keeping the lock: %s", decision.reason)
             self._metrics.gate_timeouts.inc()
             await self._events.record(seen.node, Reason.GATE_TIMEOUT, decision.reason)
-            await self._notifier.send(
-                f"Node {self.node_id}: {decision.reason}; holding the reboot lock"
-            )
+            waited = _age(seen.obs.progress.since, datetime.now(UTC))
+            details = self._details(seen, decision.reason, waited)
+            await self._notify("gate-timeout", self.node_id, details)
         return GATE_POLL_SECONDS
 
     async def _loop_guard(self, decision: Decision, seen: Seen) -> float:
@@ -408,10 +446,56 @@ class Agent:
         log.error("Not rebooting node %s: %s", self.node_id, decision.reason)
         if self._status_changed:
             await self._events.record(seen.node, Reason.REBOOT_LOOP, decision.reason)
-            await self._notifier.send(
-                f"Node {self.node_id}: {decision.reason}; not rebooting it again"
-            )
+            await self._notify("reboot-loop", self.node_id, self._details(seen, decision.reason))
         return self._period()
+
+    async def _tell_blocked(self, decision: Decision, seen: Seen) -> float:
+        """``--notify-blocked-after``: one message once blockers have said no that long;
+        until then, come back when it is due rather than a whole period later."""
+        after = self.config.notify_blocked_after.total_seconds()
+        if not after or self._blocked_since is None or self._blocked_told:
+            return self._period()
+        lasted = time.monotonic() - self._blocked_since
+        if lasted < after:
+            return min(self._period(), after - lasted)
+        self._blocked_told = True
+        details = self._details(seen, decision.reason, timedelta(seconds=lasted))
+        await self._notify("blocked", self.node_id, details)
+        return self._period()
+
+    async def _dry_run(self, decision: Decision, seen: Seen) -> float:
+        """``--dry-run``: what the drain and the reboot would do, from a server-side dry run
+        of every eviction; logged each time, notified when it changes. Nothing is locked."""
+        plan = await self._drainer.plan(self.node_id)
+        holders = ", ".join(seen.lock.record.holders()) or "nobody"
+        log.info("Dry run: would drain node %s: %s", self.node_id, plan.describe())
+        log.info(
+            "Dry run: would reboot node %s with %s (%s; lock now held by %s)",
+            self.node_id,
+            self._reboot_how(),
+            decision.reason,
+            holders,
+        )
+        summary = f"{decision.reason}; {plan.describe()}"
+        if summary != self._dry_run_told:
+            self._dry_run_told = summary
+            await self._notifier.send(f"Dry run on node {self.node_id}: {summary}", "dry-run")
+        return self._period()
+
+    def _reboot_how(self) -> str:
+        if self.config.reboot_method == "signal":
+            return f"signal {self.config.reboot_signal} to PID 1"
+        return " ".join(self.config.reboot_command)
+
+    def _details(self, seen: Seen, reason: str = "", lasted: timedelta | None = None) -> Details:
+        """A message's placeholders: the reason (the reboot's, unless another is given),
+        how long the state lasted, the packages that asked for the reboot."""
+        seconds = timedelta(seconds=int(lasted.total_seconds())) if lasted is not None else None
+        return Details(
+            reason=reason or seen.obs.reboot_reason,
+            duration=format_go_duration(seconds) if seconds is not None else "",
+            packages=", ".join(seen.need.packages),
+        )
 
     async def _release(self, decision: Decision, seen: Seen) -> float:
         """RELEASE after a healthy reboot, or ABANDON: free the slot, back to idle."""
@@ -459,7 +543,7 @@ class Agent:
         obs, old = seen.obs, _status(seen.node)
         new = {
             "rebootRequired": obs.reboot_required,
-            "reason": "sentinel" if obs.reboot_required else "",
+            "reason": obs.reboot_reason,
             "windowOpen": obs.window_open,
             "blockedBy": decision.reason if decision.step is Step.BLOCKED else "",
             "activity": activity(decision, obs),
@@ -472,7 +556,10 @@ class Agent:
             return
         await self._annotate({STATUS_ANNOTATION: _dumps(new)})
         if new["rebootRequired"] and not old.get("rebootRequired"):
-            await self._events.record(seen.node, Reason.REBOOT_REQUIRED, "Reboot required")
+            log.info("Reboot required: %s", obs.reboot_reason)
+            await self._events.record(
+                seen.node, Reason.REBOOT_REQUIRED, f"Reboot required: {obs.reboot_reason}"
+            )
         if new["blockedBy"] and new["blockedBy"] != old.get("blockedBy"):
             await self._events.record(seen.node, Reason.REBOOT_BLOCKED, str(new["blockedBy"]))
 
@@ -488,6 +575,10 @@ class Agent:
             self._wanting_since = None
         elif self._wanting_since is None:
             self._wanting_since = time.monotonic()
+        if decision.step is not Step.BLOCKED or obs.paused:  # a pause is no blocker
+            self._blocked_since, self._blocked_told = None, False
+        elif self._blocked_since is None:
+            self._blocked_since = time.monotonic()
 
     async def _set_labels(self, labels: tuple[tuple[str, str], ...]) -> None:
         if labels:
@@ -505,7 +596,8 @@ class Agent:
         )
 
     async def _set_taint(self, node: Node, present: bool) -> None:
-        """``--prefer-no-schedule-taint``: steer pods away while waiting for the lock."""
+        """``--prefer-no-schedule-taint``: steer pods away while waiting for the lock or
+        for the maintenance window (Go kured removes it outside the window; kured#725)."""
         key = self.config.prefer_no_schedule_taint
         if not key:
             return
@@ -692,11 +784,13 @@ def make_lock(config: Config, kube: Kube, group: str = "") -> Lock:
 
 
 def build_blockers(config: Config, kube: Kube) -> list[Blocker]:
-    """Prometheus first, then pods: Go kured's order."""
+    """Prometheus alerts, then our --blocking-query, then pods (Go kured: alerts, pods)."""
     blockers: list[Blocker] = []
     prometheus = PrometheusBlocker.from_config(config)
     if prometheus is not None:
         blockers.append(prometheus)
+    if config.blocking_queries:
+        blockers.append(QueryBlocker(config.prometheus_url, config.blocking_queries))
     if config.blocking_pod_selectors:
         blockers.append(PodBlocker(kube, config.node_id, config.blocking_pod_selectors))
     return blockers

@@ -4,6 +4,11 @@ Same question Go kured asks: an instant query of ``ALERTS`` against ``--promethe
 An alert blocks unless the filter says otherwise (see :func:`blocks`). If the question
 cannot be answered — connection refused, timeout, an HTTP error, a body that is not a
 Prometheus vector — the node counts as blocked: rebooting blind is the unsafe choice.
+
+With ``--alertmanager-url``, an alert that an active Alertmanager silence covers does not
+block (kured#499): Prometheus' ``ALERTS`` knows nothing of silences, so the silences
+(API v2 ``/api/v2/silences``) are matched against each alert's labels here, the way
+Alertmanager matches them. That also covers pending alerts, which Alertmanager never sees.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx2
@@ -19,8 +25,16 @@ if TYPE_CHECKING:
     from kured.config import Config
 
 
-class PrometheusQueryError(Exception):
-    """The ``ALERTS`` query gave no usable answer."""
+class QueryError(Exception):
+    """Prometheus or Alertmanager gave no usable answer."""
+
+
+class PrometheusQueryError(QueryError):
+    """A Prometheus query gave no usable answer."""
+
+
+class AlertmanagerError(QueryError):
+    """Alertmanager's silences could not be read."""
 
 
 def blocks(
@@ -53,13 +67,12 @@ def _samples(body: Any) -> list[Mapping[str, Any]]:
         raise PrometheusQueryError(f"malformed response: {err!r}") from err
 
 
-def _active(samples: Iterable[Mapping[str, Any]]) -> Iterable[tuple[str, str]]:
-    """(alertname, alertstate) of samples that are alerts with a non-zero value."""
+def _active(samples: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, str]]:
+    """The labels of samples that are alerts with a non-zero value."""
     for sample in samples:
         labels = sample.get("metric", {})
-        name = labels.get("alertname")
-        if name is not None and float(sample["value"][1]) != 0:
-            yield name, labels.get("alertstate", "")
+        if labels.get("alertname") is not None and float(sample["value"][1]) != 0:
+            yield dict(labels)
 
 
 async def query_alerts(url: str, timeout: float) -> list[Mapping[str, Any]]:  # noqa: ASYNC109
@@ -70,18 +83,93 @@ async def query_alerts(url: str, timeout: float) -> list[Mapping[str, Any]]:  # 
 async def instant_query(url: str, query: str, timeout: float) -> list[Mapping[str, Any]]:  # noqa: ASYNC109
     """The samples of an instant PromQL query (an empty list when nothing matches)."""
     endpoint = f"{url.rstrip('/')}/api/v1/query"
+    return _samples(await _get_json(endpoint, {"query": query}, timeout, PrometheusQueryError))
+
+
+async def _get_json(
+    endpoint: str,
+    params: Mapping[str, str],
+    timeout: float,  # noqa: ASYNC109 - also sets the HTTP client's connect/read timeouts
+    error: type[QueryError],
+) -> Any:
+    """GET a JSON body; every failure is ``error`` with a one-line reason."""
     try:
         async with asyncio.timeout(timeout), httpx2.AsyncClient(timeout=timeout) as client:
-            response = await client.get(endpoint, params={"query": query})
+            response = await client.get(endpoint, params=dict(params))
             response.raise_for_status()
-            body = response.json()
+            return response.json()
     except httpx2.HTTPStatusError as err:
-        raise PrometheusQueryError(f"HTTP {err.response.status_code} from {endpoint}") from err
+        raise error(f"HTTP {err.response.status_code} from {endpoint}") from err
     except (TimeoutError, httpx2.TimeoutException) as err:
-        raise PrometheusQueryError(f"no answer from {endpoint} within {timeout:g}s") from err
+        raise error(f"no answer from {endpoint} within {timeout:g}s") from err
     except (httpx2.HTTPError, ValueError) as err:
-        raise PrometheusQueryError(f"{endpoint}: {str(err) or type(err).__name__}") from err
-    return _samples(body)
+        raise error(f"{endpoint}: {str(err) or type(err).__name__}") from err
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One matcher of a silence, with Alertmanager's semantics: a regex must match the
+    whole value, a missing label is the empty string, ``is_equal`` False negates."""
+
+    name: str
+    value: str
+    is_regex: bool = False
+    is_equal: bool = True
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        actual = labels.get(self.name, "")
+        if not self.is_regex:
+            return (actual == self.value) == self.is_equal
+        try:
+            found = re.fullmatch(self.value, actual) is not None
+        except re.error:  # Go's RE2 syntax Python cannot read: cover nothing, keep blocking
+            return False
+        return found == self.is_equal
+
+
+@dataclass(frozen=True)
+class Silence:
+    id: str
+    matchers: tuple[Matcher, ...]
+
+    def covers(self, labels: Mapping[str, str]) -> bool:
+        """An alert is silenced when every matcher (there is at least one) matches its labels."""
+        return bool(self.matchers) and all(m.matches(labels) for m in self.matchers)
+
+
+def parse_silences(body: Any) -> list[Silence]:
+    """The active silences of a ``GET /api/v2/silences`` answer."""
+    try:
+        return [
+            Silence(
+                str(raw["id"]),
+                tuple(
+                    Matcher(
+                        str(m["name"]),
+                        str(m["value"]),
+                        bool(m["isRegex"]),
+                        m.get("isEqual", True) is not False,
+                    )
+                    for m in raw["matchers"]
+                ),
+            )
+            for raw in body
+            if raw["status"]["state"] == "active"
+        ]
+    except (KeyError, TypeError, AttributeError) as err:
+        raise AlertmanagerError(f"malformed silences: {err!r}") from err
+
+
+async def active_silences(url: str, timeout: float) -> list[Silence]:  # noqa: ASYNC109
+    """The silences in force now at the Alertmanager at ``url`` (which may have a path)."""
+    endpoint = f"{url.rstrip('/')}/api/v2/silences"
+    return parse_silences(await _get_json(endpoint, {}, timeout, AlertmanagerError))
+
+
+def _silenced(alert: Mapping[str, str], silences: Iterable[Silence]) -> bool:
+    """Alertmanager sees an alert's labels without Prometheus' ``__name__`` and ``alertstate``."""
+    labels = {k: v for k, v in alert.items() if k not in ("__name__", "alertstate")}
+    return any(silence.covers(labels) for silence in silences)
 
 
 async def active_alerts(
@@ -90,18 +178,27 @@ async def active_alerts(
     match_only: bool,
     firing_only: bool,
     timeout: float,  # noqa: ASYNC109 - also sets the HTTP client's connect/read timeouts
+    *,
+    alertmanager_url: str = "",
 ) -> list[str]:
     """Sorted, distinct names of the alerts that block a reboot now.
 
-    Raises PrometheusQueryError when Prometheus cannot be asked or answers nonsense.
+    Alertmanager is asked for its silences only when some alert would block. Raises
+    :class:`QueryError` when either cannot be asked or answers nonsense.
     """
     try:
-        active = set(_active(await query_alerts(url, timeout)))
+        active = list(_active(await query_alerts(url, timeout)))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         raise PrometheusQueryError(f"malformed sample: {err!r}") from err
-    return sorted(
-        {name for name, state in active if blocks(name, state, regex, match_only, firing_only)}
-    )
+    blocking = [
+        alert
+        for alert in active
+        if blocks(alert["alertname"], alert.get("alertstate", ""), regex, match_only, firing_only)
+    ]
+    if blocking and alertmanager_url:
+        silences = await active_silences(alertmanager_url, timeout)
+        blocking = [alert for alert in blocking if not _silenced(alert, silences)]
+    return sorted({alert["alertname"] for alert in blocking})
 
 
 class PrometheusBlocker:
@@ -116,12 +213,15 @@ class PrometheusBlocker:
         match_only: bool = False,
         firing_only: bool = False,
         timeout: float = 10.0,
+        *,
+        alertmanager_url: str = "",
     ) -> None:
         self.url = url
         self.regex = regex
         self.match_only = match_only
         self.firing_only = firing_only
         self.timeout = timeout
+        self.alertmanager_url = alertmanager_url
 
     @classmethod
     def from_config(cls, config: Config, timeout: float = 10.0) -> PrometheusBlocker | None:
@@ -134,14 +234,22 @@ class PrometheusBlocker:
             config.alert_filter_match_only,
             config.alert_firing_only,
             timeout,
+            alertmanager_url=config.alertmanager_url,
         )
 
     async def check(self) -> str | None:
         """A reason not to reboot, or None when no alert blocks."""
         try:
             names = await active_alerts(
-                self.url, self.regex, self.match_only, self.firing_only, self.timeout
+                self.url,
+                self.regex,
+                self.match_only,
+                self.firing_only,
+                self.timeout,
+                alertmanager_url=self.alertmanager_url,
             )
+        except AlertmanagerError as err:
+            return f"alertmanager query failed: {err}"
         except PrometheusQueryError as err:
             return f"prometheus query failed: {err}"
         return f"alerts firing: {', '.join(names)}" if names else None

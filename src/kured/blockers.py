@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
+from kured.alerts import PrometheusQueryError, instant_query
 from kured.kube import Kube
 
 log = logging.getLogger("kured.blockers")
@@ -52,8 +53,31 @@ class PodBlocker:
         return None
 
 
+class QueryBlocker:
+    """``--blocking-query``: any PromQL that returns a sample blocks the reboot (kured#619),
+    e.g. ``kube_deployment_status_replicas_unavailable > 0`` or a maintenance flag metric."""
+
+    kind = "query"
+
+    def __init__(self, url: str, queries: Sequence[str], timeout: float = 10.0) -> None:
+        self._url = url
+        self._queries = queries
+        self._timeout = timeout
+
+    async def check(self) -> str | None:
+        for query in self._queries:
+            try:
+                samples = await instant_query(self._url, query, self._timeout)
+            except PrometheusQueryError as err:
+                return f"blocking query failed ({query}): {err}"
+            if samples:
+                return f"blocking query returned {len(samples)} series: {query}"
+        return None
+
+
 async def first_block(blockers: Sequence[Blocker]) -> tuple[str, str]:
-    """The first blocker's (kind, reason), in order (Prometheus before pods, as Go kured).
+    """The first blocker's (kind, reason), in order (alerts, queries, then pods; Go kured
+    asks Prometheus before pods too).
 
     ("", "") when nothing blocks.
     """

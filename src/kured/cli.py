@@ -585,6 +585,10 @@ OUR_FLAGS: tuple[KuredOption, ...] = (
         _integer(0, _MAX_INT32, "use 0 or more"),
         metavar="N",
     ),
+    _bool_flag(
+        "poll-only",
+        "act only every --period, like Go kured: no lock watch, no sentinel checks in between",
+    ),
     _flag(
         "lock-group-label",
         "",

@@ -84,6 +84,8 @@ class Config:
     max_consecutive_reboots: int = 3
     # Not in Go kured: topology-aware concurrency and a cap on nodes down for any reason.
     lock_group_label: str = ""
+    # Not in Go kured: Go kured's timing (for comparison); normally kured reacts to events.
+    poll_only: bool = False
     max_unavailable: MaxUnavailable | None = None
     # Not in Go kured: maintenance policy (docs/policy.md).
     reboot_windows: tuple[Window, ...] = ()

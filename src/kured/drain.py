@@ -38,6 +38,24 @@ class DrainError(Exception):
 
 
 @dataclass(frozen=True)
+class DrainPlan:
+    """What a drain would do now (``--dry-run``): pods it would evict, and those a
+    PodDisruptionBudget (or another refusal) would hold up, with the server's reason."""
+
+    evict: tuple[str, ...]
+    blocked: dict[str, str]
+
+    def describe(self) -> str:
+        text = f"would evict {len(self.evict)} pods" + (
+            f" ({', '.join(self.evict)})" if self.evict else ""
+        )
+        if self.blocked:
+            held = "; ".join(f"{pod}: {why}" for pod, why in sorted(self.blocked.items()))
+            text += f"; blocked now: {held}"
+        return text
+
+
+@dataclass(frozen=True)
 class DrainOptions:
     grace_period: int | None  # None: each pod's own
     pod_selector: str
@@ -92,6 +110,23 @@ class Drainer:
         now = datetime.now(UTC)
         after = self._options.skip_wait_for_delete_after
         return [p for p in pods if not must_stay(p) and not _stale_deletion(p, after, now)]
+
+    async def plan(self, node: str) -> DrainPlan:
+        """Ask the Eviction API about every pod, server-side dry run: nothing is evicted.
+
+        Each eviction is judged on its own, so two pods under one budget that allows one
+        disruption both pass here; the real drain evicts them one after the other.
+        """
+        pods = sorted(await self.pods_to_evict(node), key=_key)
+        outcomes = await asyncio.gather(
+            *(self._kube.evict(p, self._options.grace_period, dry_run=True) for p in pods)
+        )
+        blocked = {
+            _key(pod): outcome.blocked_by
+            for pod, outcome in zip(pods, outcomes, strict=True)
+            if not (outcome.evicted or outcome.gone)
+        }
+        return DrainPlan(tuple(_key(pod) for pod in pods), blocked)
 
     async def drain(self, node: str) -> None:
         """Evict everything evictable from ``node``; raise :class:`DrainError` on timeout."""

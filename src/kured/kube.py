@@ -138,8 +138,14 @@ class Kube:
         body = await self._get_json(path, params)
         return [cast(Pod, Pod.from_dict(item)) for item in body.get("items", [])]
 
-    async def evict(self, pod: Pod, grace_period: int | None) -> EvictionOutcome:
-        """Ask the Eviction API to remove a pod; PodDisruptionBudgets may refuse (429)."""
+    async def evict(
+        self, pod: Pod, grace_period: int | None, *, dry_run: bool = False
+    ) -> EvictionOutcome:
+        """Ask the Eviction API to remove a pod; PodDisruptionBudgets may refuse (429).
+
+        ``dry_run``: the server checks everything (budgets included) and removes nothing
+        (``?dryRun=All``; checked against the sandbox's Kubernetes 1.20).
+        """
         meta = pod.metadata
         assert meta is not None and meta.name and meta.namespace
         delete_options: dict[str, Any] = {}
@@ -154,7 +160,10 @@ class Kube:
             "deleteOptions": delete_options or None,
         }
         url = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}/eviction"
-        response = await self._http.post(url, json={k: v for k, v in body.items() if v})
+        params = {"dryRun": "All"} if dry_run else {}
+        response = await self._http.post(
+            url, json={k: v for k, v in body.items() if v}, params=params
+        )
         if response.status_code in (200, 201):
             return EvictionOutcome(evicted=True)
         if response.status_code == 404:

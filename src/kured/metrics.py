@@ -53,7 +53,9 @@ ACTIVITIES = (
     "rebooting",
     "gate",
     "reboot-loop",
+    "dry-run",
 )
+REBOOT_REASONS = ("sentinel", "max-node-age")
 BLOCK_KINDS = ("prometheus", "pods", "query", "pause", "reboot-loop", "max-unavailable")
 SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
 
@@ -108,6 +110,12 @@ class Metrics:
             ["node", "phase"],
             registry=self.registry,
         )
+        self._reason = Gauge(
+            "kured_reboot_reason",
+            "1 for what asks for this node's reboot: sentinel or max-node-age.",
+            ["node", "reason"],
+            registry=self.registry,
+        )
         self._blocked = Gauge(
             "kured_reboot_blocked",
             "1 while a reboot is blocked, by reason.",
@@ -135,6 +143,11 @@ class Metrics:
         scrape never reports a "0" nobody has measured.
         """
         self._reboot_required.labels(node=self.node).set(1 if required else 0)
+
+    def set_reboot_reason(self, kind: str) -> None:
+        """``kind`` is one of :data:`REBOOT_REASONS`, or "" when no reboot is needed."""
+        for name in REBOOT_REASONS:
+            self._reason.labels(node=self.node, reason=name).set(1 if name == kind else 0)
 
     def set_activity(self, activity: str) -> None:
         for name in ACTIVITIES:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,18 @@ class NodeWatch:
 
 
 @contextlib.asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run ``work`` (a watch loop) while the block runs, and cancel it afterwards."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
 async def watching(
     client: AsyncClient, fleet: Fleet, ignore: set[str] | None = None
 ) -> AsyncIterator[NodeWatch]:
@@ -68,13 +80,8 @@ async def watching(
         async for _event, node in client.watch(Node, labels={FLEET_LABEL: fleet.name}):
             seen.see(node)
 
-    task = asyncio.create_task(follow())
-    try:
+    async with in_background(follow()):
         yield seen
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def lock_holders(client: AsyncClient, fleet: Fleet) -> list[str]:

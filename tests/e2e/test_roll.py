@@ -24,6 +24,7 @@ from tests.conftest import Receiver
 from tests.e2e.rolls import (
     LOCK_ANNOTATION,
     ZONE_LABEL,
+    in_background,
     kured_log,
     lock_holders,
     node_annotations,
@@ -143,22 +144,17 @@ async def test_prometheus_alerts(
 
 @contextlib.asynccontextmanager
 async def ready_floor(client: AsyncClient, namespace: str, name: str) -> AsyncIterator[list[int]]:
-    """Track the lowest readyReplicas a Deployment reports while the block runs."""
-    lowest: list[int] = []
+    """Track the readyReplicas a Deployment reports while the block runs."""
+    seen: list[int] = []
 
     async def follow() -> None:
         async for _event, deployment in client.watch(
             Deployment, namespace=namespace, fields={"metadata.name": name}
         ):
-            lowest.append((deployment.status.readyReplicas if deployment.status else 0) or 0)
+            seen.append((deployment.status.readyReplicas if deployment.status else 0) or 0)
 
-    task = asyncio.create_task(follow())
-    try:
-        yield lowest
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with in_background(follow()):
+        yield seen
 
 
 async def test_pdb_min_available_is_never_violated(fleet: FleetFactory, kube: AsyncClient) -> None:

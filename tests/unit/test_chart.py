@@ -35,14 +35,7 @@ CHART_VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text(
 CONFIGURATION_KEYS = sorted(set(CHART_VALUES["configuration"]) - {"useRebootSentinelHostPath"})
 # Flags our chart renders that kured.cli does not have yet. TODO(cli): remove each one as
 # kured.cli gains it; test_pending_flags_are_not_in_the_cli fails until then.
-PENDING_FLAGS = {
-    "--dry-run",
-    "--reboot-window",
-    "--blackout-dates",
-    "--max-node-age",
-    "--blocking-query",
-    "--alertmanager-url",
-}
+PENDING_FLAGS: set[str] = set()
 # What kubereboot/charts' kured chart 5.10 renders for tests/unit/data/go-kured-values.yaml,
 # in its order (read off its templates/daemonset.yaml).
 GO_CHART_ARGS = [
@@ -230,7 +223,7 @@ def test_go_kured_values_file_renders_unchanged_with_go_charts_flags() -> None:
     assert (window.days, window.start, window.end) == (frozenset({1, 2, 3}), time(2), time(5))
     assert window.tz == ZoneInfo("Europe/Berlin")
     assert config.blocking_pod_selectors == ("app=etcd-backup", "kured.io/block-reboot=true")
-    assert config.notify_url.startswith("smtp://")  # --notify-url wins over --slack-hook-url
+    assert config.notify_urls[0].startswith("smtp://")  # --notify-url wins over --slack-hook-url
 
 
 def test_selector_is_go_charts_so_helm_upgrade_can_switch_charts() -> None:

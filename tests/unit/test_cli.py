@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import time, timedelta
+from datetime import date, time, timedelta
 from functools import reduce
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +21,7 @@ from kured.capacity import MaxUnavailable
 from kured.cli import env_name, parse_args, run, value_options
 from kured.config import Config
 from kured.host import Host, LinuxHost, SimulatedHost
+from kured.window import Blackout, Window
 
 
 @pytest.fixture(autouse=True)
@@ -95,12 +96,12 @@ SAMPLES: list[tuple[str, str, str, object]] = [
         (("kured", "rebooting"),),
     ),
     ("post-reboot-node-labels", "kured=done", "post_reboot_node_labels", (("kured", "done"),)),
-    ("notify-url", "slack://a/b/c", "notify_url", "slack://a/b/c"),
+    ("notify-url", "slack://a/b/c", "notify_urls", ("slack://a/b/c",)),
     (
         "slack-hook-url",
         "https://hooks.slack.com/services/T0/B0/X0",
-        "notify_url",
-        "slack://T0/B0/X0",
+        "notify_urls",
+        ("slack://T0/B0/X0",),
     ),
     ("slack-username", "bot", "slack_username", "bot"),
     ("slack-channel", "#ops", "slack_channel", "#ops"),
@@ -120,6 +121,7 @@ OUR_SAMPLES: list[tuple[str, str, str, object]] = [
     ("post-reboot-gate-query", "up == 0", "post_reboot_gate_query", "up == 0"),
     ("post-reboot-gate-timeout", "5m", "post_reboot_gate_timeout", timedelta(minutes=5)),
     ("max-consecutive-reboots", "0", "max_consecutive_reboots", 0),
+    ("poll-only", "true", "poll_only", True),
     (
         "lock-group-label",
         "topology.kubernetes.io/zone",
@@ -127,6 +129,27 @@ OUR_SAMPLES: list[tuple[str, str, str, object]] = [
         "topology.kubernetes.io/zone",
     ),
     ("max-unavailable", "25%", "max_unavailable", MaxUnavailable(25, percent=True)),
+    (
+        "reboot-window",
+        "mon-fri 22:00-04:00 Europe/Berlin",
+        "reboot_windows",
+        (Window(frozenset(range(1, 6)), time(22), time(4), ZoneInfo("Europe/Berlin"), True),),
+    ),
+    (
+        "blackout-dates",
+        "2026-12-24..2026-12-26",
+        "blackout_dates",
+        (Blackout(date(2026, 12, 24), date(2026, 12, 26), ZoneInfo("UTC")),),
+    ),
+    ("max-node-age", "720h", "max_node_age", timedelta(days=30)),
+    ("dry-run", "true", "dry_run", True),
+    ("blocking-query", "up == 0", "blocking_queries", ("up == 0",)),
+    ("alertmanager-url", "http://am:9093", "alertmanager_url", "http://am:9093"),
+    ("notify-blocked-after", "30m", "notify_blocked_after", timedelta(minutes=30)),
+    ("message-template-blocked", "{node}: {reason}", "message_template_blocked", "{node}: {reason}"),
+    ("message-template-drain-failed", "%s!", "message_template_drain_failed", "%s!"),
+    ("message-template-reboot-loop", "loop %s", "message_template_reboot_loop", "loop %s"),
+    ("message-template-gate-timeout", "gate %s", "message_template_gate_timeout", "gate %s"),
 ]
 SAMPLES += OUR_SAMPLES
 
@@ -150,7 +173,8 @@ def test_every_flag_on_the_command_line(
     flag: str, value: str, path: str, expected: object, joined: bool
 ) -> None:
     args = [f"--{flag}={value}"] if joined else [f"--{flag}", value]
-    args += ["--prometheus-url=http://p:9090"] if flag == "post-reboot-gate-query" else []
+    needs_prometheus = {"post-reboot-gate-query", "blocking-query", "alertmanager-url"}
+    args += ["--prometheus-url=http://p:9090"] if flag in needs_prometheus else []
     config = parse(*args)
     assert attribute(config, path) == expected
     assert attribute(Config(node_id="n1"), path) != expected
@@ -254,7 +278,7 @@ def test_local_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_slack_hook_url_converts_with_a_deprecation_warning() -> None:
     parsed = parse_args(["--slack-hook-url='https://hooks.slack.com/services/A/B/C'"])
-    assert parsed.config.notify_url == "slack://A/B/C"
+    assert parsed.config.notify_urls == ("slack://A/B/C",)
     assert parsed.warnings == ("--slack-hook-url is deprecated; use --notify-url=slack://A/B/C",)
 
 
@@ -265,7 +289,7 @@ def test_notify_url_wins_over_slack_hook_url() -> None:
             "--slack-hook-url=https://hooks.slack.com/services/A/B/C",
         ]
     )
-    assert parsed.config.notify_url == "smtp://u:p@host:25/?to=ops@example.com"
+    assert parsed.config.notify_urls == ("smtp://u:p@host:25/?to=ops@example.com",)
     assert "using --notify-url only" in parsed.warnings[0]
 
 

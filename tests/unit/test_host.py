@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -259,3 +259,55 @@ def test_host_from_config_picks_the_simulated_host_only_in_the_sandbox(tmp_path:
 
 def test_signal_numbers_match_go_kured() -> None:
     assert BASE.reboot_signal == signal.SIGRTMIN + 5
+
+
+# --- boot time and pending packages (--max-node-age, reboot reasons) ----------------------
+
+
+def test_boot_time_from_proc_stat(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nbtime 1795311901\nprocesses 9\n")
+    host = LinuxHost(BASE, proc_stat_path=stat)
+    assert host.boot_time() == datetime(2026, 11, 22, 1, 45, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["cpu 1 2 3\n", "btime soon\n", None])
+def test_unreadable_boot_time_is_a_host_error(tmp_path: Path, text: str | None) -> None:
+    stat = tmp_path / "stat"
+    if text is not None:
+        stat.write_text(text)
+    with pytest.raises(HostError, match="stat"):
+        LinuxHost(BASE, proc_stat_path=stat).boot_time()
+
+
+def test_real_boot_time_is_in_the_past() -> None:
+    if not Path("/proc/stat").exists():
+        pytest.skip("no /proc")
+    assert LinuxHost(BASE).boot_time() < datetime.now(UTC)
+
+
+def test_pending_packages_are_ubuntus_list_beside_the_sentinel(tmp_path: Path) -> None:
+    sentinel = tmp_path / "reboot-required"
+    host = local_host(tmp_path, reboot_sentinel=str(sentinel))
+    assert host.pending_packages() == ()
+    (tmp_path / "reboot-required.pkgs").write_text("linux-image-6.1\n\nlibc6\nlinux-image-6.1\n")
+    assert host.pending_packages() == ("linux-image-6.1", "libc6")
+
+
+def test_a_sentinel_command_names_no_packages(tmp_path: Path) -> None:
+    (tmp_path / "reboot-required.pkgs").write_text("libc6\n")
+    host = local_host(
+        tmp_path,
+        reboot_sentinel=str(tmp_path / "reboot-required"),
+        reboot_sentinel_command=("true",),
+    )
+    assert host.pending_packages() == ()
+
+
+def test_simulated_boot_time_is_the_boot_id_files_mtime(tmp_path: Path) -> None:
+    (tmp_path / "boot_id").write_text("boot-1\n")
+    os.utime(tmp_path / "boot_id", (1_800_000_000, 1_800_000_000))
+    assert simulated(tmp_path).boot_time() == datetime.fromtimestamp(1_800_000_000, UTC)
+    (tmp_path / "boot_id").unlink()
+    with pytest.raises(HostError, match="boot time"):
+        simulated(tmp_path).boot_time()

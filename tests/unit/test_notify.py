@@ -11,10 +11,13 @@ import pytest
 from kured import notify
 from kured.config import Config
 from kured.notify import (
+    Details,
     Notifier,
     Templates,
     go_sprintf,
+    render_template,
     translate_notify_url,
+    unknown_placeholders,
     validate_notify_url,
 )
 
@@ -176,7 +179,9 @@ def test_go_sprintf_matches_go(template: str, text: str) -> None:
 
 
 def test_templates_from_config() -> None:
-    config = Config(node_id="n1", message_template_reboot="Reboot of %s", notify_url="json://h/x")
+    config = Config(
+        node_id="n1", message_template_reboot="Reboot of %s", notify_urls=("json://h/x",)
+    )
     notifier = Notifier.from_config(config)
     assert notifier.enabled
     assert Templates(reboot="Reboot of %s").render("reboot", "n1") == "Reboot of n1"
@@ -232,3 +237,79 @@ async def test_body_is_the_rendered_template(monkeypatch: pytest.MonkeyPatch) ->
     notifier = Notifier("generic://example.com/hook", Templates(drain="Drain %s!"))
     assert await notifier.notify("drain", "n7") is True
     assert sent == [("jsons://example.com/hook", "Drain n7!")]
+
+
+# --- several URLs, our placeholders and messages -----------------------------------------
+
+DETAILS = Details(reason="disk 95% full", duration="1h0m0s", packages="linux-image, libc6")
+
+
+@pytest.mark.parametrize(
+    ("template", "text"),
+    [
+        ("Draining node %s", "Draining node n1"),
+        ("Draining {node}: {reason}", "Draining n1: disk 95% full"),
+        ("%s blocked for {duration}", "n1 blocked for 1h0m0s"),
+        ("{node} needs {packages} (100%%)", "n1 needs linux-image, libc6 (100%)"),
+        ("Reboot {nod}", "Reboot {nod}%!(EXTRA string=n1)"),
+        ("{reason} %s %s", "disk 95% full n1 %!s(MISSING)"),
+        ("{{node}}", "{n1}"),
+    ],
+)
+def test_placeholders_and_go_verbs(template: str, text: str) -> None:
+    assert render_template(template, "n1", DETAILS) == text
+
+
+def test_unknown_placeholders_are_reported() -> None:
+    assert unknown_placeholders("{nod} {reason} {why} %s") == ["{nod}", "{why}"]
+    assert unknown_placeholders("Draining node %s") == []
+
+
+def test_our_messages_have_defaults_with_the_reason() -> None:
+    templates = Templates()
+    assert templates.render("blocked", "n1", DETAILS) == (
+        "Reboot of node n1 blocked for 1h0m0s: disk 95% full"
+    )
+    assert templates.render("drain-failed", "n1", Details(reason="PDB web")) == (
+        "Draining node n1 failed: PDB web"
+    )
+    assert templates.render("reboot-loop", "n1", Details(reason="loop")) == (
+        "Node n1: loop; not rebooting it again"
+    )
+    assert templates.render("gate-timeout", "n1", Details(reason="gate")) == (
+        "Node n1: gate; holding the reboot lock"
+    )
+
+
+async def test_config_templates_reach_the_notifier(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[str] = []
+
+    def record(url: str, body: str) -> bool:
+        sent.append(body)
+        return True
+
+    monkeypatch.setattr(notify, "_send_blocking", record)
+    config = Config(
+        node_id="n1", notify_urls=("json://h/x",), message_template_drain_failed="{node} stuck"
+    )
+    assert await Notifier.from_config(config).notify("drain-failed", "n1") is True
+    assert sent == ["n1 stuck"]
+
+
+async def test_every_url_gets_every_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, str]] = []
+
+    def record(url: str, body: str) -> bool:
+        sent.append((url, body))
+        return url != "json://down/x"
+
+    monkeypatch.setattr(notify, "_send_blocking", record)
+    both = Notifier(["json://a/x", "generic://b.example.com/hook"])
+    assert await both.notify("drain", "n1") is True
+    assert sorted(sent) == [
+        ("json://a/x", "Draining node n1"),
+        ("jsons://b.example.com/hook", "Draining node n1"),
+    ]
+    sent.clear()
+    assert await Notifier(["json://a/x", "json://down/x"]).send("hi") is False
+    assert sorted(sent) == [("json://a/x", "hi"), ("json://down/x", "hi")]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
 from typing import cast
 
+import pytest
 from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Node
 
-from kured.sandbox.demo import LineView, live_table, summary
+from kured.sandbox.demo import Following, LineView, RollFailed, live_table, summary
 from kured.sandbox.fleet import FleetConfig
 from kured.sandbox.rollwatch import Roll
 
@@ -172,3 +174,16 @@ def test_the_line_view_prints_changes_only() -> None:
         ["1.0", "s", "r-2", "draining"],
         ["1.0", "s", "lock:", "r-2"],
     ]
+
+
+async def test_a_roll_past_its_deadline_fails_in_one_line() -> None:
+    roll = started()
+    roll.see_lock("MODIFIED", lock("r-2"), 2.0)
+    roll.see_node(node("r-2", cordoned=True, phase="draining"), 2.0)
+    following = Following(roll, LineView(io.StringIO()), asyncio.Event(), lambda: None, 300)
+    following.deadline = 0.0  # long past
+    with pytest.raises(RollFailed) as failed:
+        await following.until(lambda: roll.finished)
+    assert str(failed.value) == (
+        "the roll did not finish within 300 s: r-1 idle, r-2 draining; lock: r-2"
+    )

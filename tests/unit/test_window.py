@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kured.window import ALL_DAYS, Window, load_zone, parse_days, parse_time_of_day
+from kured.window import (
+    ALL_DAYS,
+    Blackout,
+    Schedule,
+    Window,
+    load_zone,
+    parse_blackout_dates,
+    parse_days,
+    parse_reboot_window,
+    parse_time_of_day,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -280,6 +290,10 @@ moments = st.datetimes(
 @settings(max_examples=300, deadline=None)
 @given(windows, moments)
 def test_next_open_is_the_first_open_moment(w: Window, now: datetime) -> None:
+    assert_first_open(w, now)
+
+
+def assert_first_open(w: Window, now: datetime) -> None:
     nxt = w.next_open(now)
     assert nxt >= now
     assert w.is_open(nxt)
@@ -296,3 +310,233 @@ def test_next_open_is_the_first_open_moment(w: Window, now: datetime) -> None:
 def test_open_moments_are_their_own_next_open(w: Window, now: datetime) -> None:
     if w.is_open(now):
         assert w.next_open(now) == now
+
+
+# --- --reboot-window, --blackout-dates and the schedule ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "days", "start", "end", "zone"),
+    [
+        ("mon-fri 22:00-04:00 Europe/Berlin", {1, 2, 3, 4, 5}, time(22), time(4), BERLIN),
+        ("sat,sun 00:00-23:59", {0, 6}, time(0), time(23, 59), UTC_ZONE),
+        ("* 1am-3:30am", ALL_DAYS, time(1), time(3, 30), UTC_ZONE),
+        ("fri-mon 10pm-2am America/New_York", {5, 6, 0, 1}, time(22), time(2), NEW_YORK),
+        ("Monday,WED-th 0:00:30-23", {1, 3, 4}, time(0, 0, 30), time(23), UTC_ZONE),
+        ("1-5 15-16", {1, 2, 3, 4, 5}, time(15), time(16), UTC_ZONE),
+    ],
+)
+def test_parse_reboot_window(
+    text: str, days: set[int], start: time, end: time, zone: ZoneInfo
+) -> None:
+    assert parse_reboot_window(text, UTC_ZONE) == Window(
+        frozenset(days), start, end, zone, by_start_day=True
+    )
+
+
+def test_reboot_window_zone_defaults_to_the_given_one() -> None:
+    assert parse_reboot_window("* 1-2", BERLIN).tz == BERLIN
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("mon", "is not a reboot window"),
+        ("mon 1-2 UTC extra", "is not a reboot window"),
+        ("mon 22:00", "is not a START-END time range"),
+        ("funday 1-2", '"funday" is not a day'),
+        ("mon- 1-2", "is not a list of days"),
+        ("mon,,tue 1-2", "is not a list of days"),
+        ("mon 25:00-2", "is not a time of day"),
+        ("mon 1-2 Mars/Olympus", "is not a time zone"),
+    ],
+)
+def test_parse_reboot_window_rejects_with_the_form(text: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        parse_reboot_window(text, UTC_ZONE)
+
+
+def test_reboot_window_days_are_the_days_it_starts_on() -> None:
+    friday_night = parse_reboot_window("fri 22:00-04:00", UTC_ZONE)
+    assert friday_night.is_open(utc(2024, 6, 1, 3))  # Saturday 03:00
+    assert not friday_night.is_open(utc(2024, 5, 31, 3))  # Friday 03:00: Thursday's night
+    assert friday_night.is_open(utc(2024, 5, 31, 23))
+    assert friday_night.next_open(utc(2024, 6, 1, 5)) == utc(2024, 6, 7, 22)
+
+
+def test_reboot_window_describes_itself_in_its_own_form() -> None:
+    assert parse_reboot_window("mon-fri 22:00-04:00 Europe/Berlin", UTC_ZONE).describe() == (
+        "mon-fri 22:00-04:00 Europe/Berlin"
+    )
+    assert parse_reboot_window("sun,sat,tue 1:00:30-2", UTC_ZONE).describe() == (
+        "tue,sat,sun 01:00:30-02:00 UTC"
+    )
+    assert parse_reboot_window("* 0-23:59:59", UTC_ZONE).describe() == "* 00:00-23:59:59 UTC"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-24..2026-12-26", [(date(2026, 12, 24), date(2026, 12, 26), UTC_ZONE)]),
+        (
+            "2026-12-31 Asia/Tokyo",
+            [(date(2026, 12, 31), date(2026, 12, 31), ZoneInfo("Asia/Tokyo"))],
+        ),
+        (
+            "2026-12-24, 2027-01-01..2027-01-02 Europe/Berlin",
+            [
+                (date(2026, 12, 24), date(2026, 12, 24), UTC_ZONE),
+                (date(2027, 1, 1), date(2027, 1, 2), BERLIN),
+            ],
+        ),
+    ],
+)
+def test_parse_blackout_dates(text: str, expected: list[tuple[date, date, ZoneInfo]]) -> None:
+    assert parse_blackout_dates(text, UTC_ZONE) == tuple(Blackout(*each) for each in expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("2026-12-26..2026-12-24", "ends before it starts"),
+        ("2026-02-30", "not a date of the calendar"),
+        ("24.12.2026", "is not a date"),
+        ("2026-12-24..", "is not a date"),
+        ("2026-12-24 Europe/Berlin extra", "is not a date range"),
+        ("2026-12-24 Mars/Olympus", "is not a time zone"),
+        ("", "is not a date range"),
+    ],
+)
+def test_parse_blackout_dates_rejects_with_the_form(text: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        parse_blackout_dates(text, UTC_ZONE)
+
+
+def test_blackout_days_are_whole_days_in_their_zone() -> None:
+    (christmas,) = parse_blackout_dates("2026-12-24..2026-12-26", BERLIN)
+    assert christmas.contains(utc(2026, 12, 23, 23))  # 00:00 on the 24th in Berlin
+    assert not christmas.contains(utc(2026, 12, 23, 22, 59, 59))
+    assert christmas.contains(utc(2026, 12, 26, 22, 59, 59))
+    assert not christmas.contains(utc(2026, 12, 26, 23))
+    assert christmas.ends() == utc(2026, 12, 26, 23)
+
+
+def test_reboot_windows_replace_the_whole_week_default() -> None:
+    night = parse_reboot_window("* 01:00-02:00", UTC_ZONE)
+    schedule = Schedule.of(Window.always(), [night], [])
+    assert schedule.windows == (night,)
+    assert not schedule.is_open(utc(2024, 6, 3, 12))
+
+
+def test_reboot_windows_add_to_a_narrowed_go_window() -> None:
+    saturday = window("0:00", "23:59:59", days=frozenset({6}))
+    night = parse_reboot_window("mon 01:00-02:00", UTC_ZONE)
+    schedule = Schedule.of(saturday, [night], [])
+    assert schedule.windows == (saturday, night)
+    assert schedule.is_open(SATURDAY_2024_06_01.replace(hour=12))
+    assert schedule.is_open(utc(2024, 6, 3, 1, 30))
+    assert not schedule.is_open(utc(2024, 6, 3, 3))
+
+
+def test_go_flags_alone_keep_go_kureds_description() -> None:
+    assert Schedule.of(Window.always(), [], []).describe() == Window.always().describe()
+
+
+def test_blackout_closes_every_window_and_next_open_skips_it() -> None:
+    blackouts = parse_blackout_dates("2026-12-24..2026-12-26", UTC_ZONE)
+    schedule = Schedule.of(Window.always(), [], blackouts)
+    assert not schedule.is_open(utc(2026, 12, 25, 12))
+    assert schedule.next_open(utc(2026, 12, 24, 0, 0, 1)) == utc(2026, 12, 27)
+    assert schedule.describe().endswith(" except 2026-12-24..2026-12-26 UTC")
+
+
+def test_next_open_after_a_blackout_waits_for_a_window() -> None:
+    night = parse_reboot_window("mon-fri 22:00-04:00 Europe/Berlin", UTC_ZONE)
+    blackouts = parse_blackout_dates("2026-12-24..2026-12-26 Europe/Berlin", UTC_ZONE)
+    schedule = Schedule.of(Window.always(), [night], blackouts)
+    # Thursday 24 Dec 22:00 would open, but the blackout holds until Sunday; Friday's night
+    # window runs into Saturday 04:00, also blacked out; Monday 28 Dec 22:00 is next.
+    nxt = schedule.next_open(datetime(2026, 12, 24, 12, tzinfo=BERLIN))
+    assert nxt == datetime(2026, 12, 28, 22, tzinfo=BERLIN)
+
+
+def test_always_open_is_every_second() -> None:
+    assert Window.always().always_open()
+    assert window("12:00", "11:59:59").always_open()
+    assert not window("0:00", "23:59").always_open()
+    assert not window("0:00", "23:59:59", days=frozenset({1})).always_open()
+
+
+def test_a_schedule_needs_a_window() -> None:
+    with pytest.raises(ValueError, match="at least one window"):
+        Schedule(())
+
+
+# Hypothesis over zones with DST, Lord Howe's half hour and Apia's skipped day.
+
+start_day_windows = st.builds(
+    Window,
+    days=st.frozensets(st.integers(0, 6), min_size=1),
+    start=st.times().map(lambda t: t.replace(microsecond=0)),
+    end=st.times().map(lambda t: t.replace(microsecond=0)),
+    tz=st.sampled_from(ZONES).map(ZoneInfo),
+    by_start_day=st.just(True),
+)
+blackouts = st.builds(
+    lambda first, length, zone: Blackout(first, first + timedelta(days=length), ZoneInfo(zone)),
+    st.dates(min_value=date(2005, 1, 1), max_value=date(2036, 12, 1)),
+    st.integers(0, 20),
+    st.sampled_from(ZONES),
+)
+schedules = st.builds(
+    Schedule,
+    windows=st.lists(windows | start_day_windows, min_size=1, max_size=3).map(tuple),
+    blackouts=st.lists(blackouts, max_size=3).map(tuple),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start_day_windows, moments)
+def test_start_day_window_next_open_is_the_first_open_moment(w: Window, now: datetime) -> None:
+    assert_first_open(w, now)
+
+
+@given(start_day_windows, moments)
+def test_start_day_window_is_open_exactly_when_its_start_day_is_listed(
+    w: Window, now: datetime
+) -> None:
+    every_day = Window(ALL_DAYS, w.start, w.end, w.tz, by_start_day=True)
+    if not every_day.is_open(now):
+        assert not w.is_open(now)
+        return
+    local = now.astimezone(w.tz)
+    started_yesterday = w.start > w.end and local.time().replace(microsecond=0) <= w.end
+    start_day = local.date() - timedelta(days=1 if started_yesterday else 0)
+    assert w.is_open(now) == ((start_day.isoweekday() % 7) in w.days)
+
+
+@given(schedules, moments)
+def test_schedule_is_open_when_a_window_is_and_no_blackout_covers(
+    schedule: Schedule, now: datetime
+) -> None:
+    expected = any(w.is_open(now) for w in schedule.windows) and not any(
+        b.contains(now) for b in schedule.blackouts
+    )
+    assert schedule.is_open(now) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(schedules, moments)
+def test_schedule_next_open_is_open_and_nothing_earlier_is(
+    schedule: Schedule, now: datetime
+) -> None:
+    nxt = schedule.next_open(now)
+    assert nxt >= now
+    assert schedule.is_open(nxt)
+    if nxt == now:
+        return
+    assert not schedule.is_open(nxt - timedelta(microseconds=1)) or nxt - now <= timedelta(
+        microseconds=1
+    )
+    for k in range(1, 40):
+        assert not schedule.is_open(now + (nxt - now) * k / 40)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Protocol, TextIO
@@ -174,21 +174,25 @@ def summary(roll: Roll) -> list[str]:
 
 
 @dataclass
-class _Following:
+class Following:
     """The roll, fed by watches: waits for a condition, redrawing the view as things change."""
 
     roll: Roll
     view: View
     changed: asyncio.Event
     check: Callable[[], None]  # raises if a watch failed
-    deadline: float
+    within: float  # seconds, from now, for everything this waits for
+    deadline: float = field(init=False)
 
-    async def until(self, condition: Callable[[], bool], within: float) -> None:
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.within
+
+    async def until(self, condition: Callable[[], bool]) -> None:
         while not condition():
             self.view.show(self.roll, time.monotonic())
             if time.monotonic() > self.deadline:
                 raise RollFailed(
-                    f"the roll did not finish within {within:g} s: {self.roll.describe()}"
+                    f"the roll did not finish within {self.within:g} s: {self.roll.describe()}"
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), TICK)
@@ -204,13 +208,12 @@ async def _follow_roll(
     roll = Roll(fleet.config)
     changed = asyncio.Event()
     async with following(client, roll, fleet.kured_namespace, changed) as check:
-        deadline = time.monotonic() + settings.within
-        watch = _Following(roll, live_view(out), changed, check, deadline)
-        await watch.until(lambda: roll.synced, settings.within)
+        watch = Following(roll, live_view(out), changed, check, settings.within)
+        await watch.until(lambda: roll.synced)
         say(out, f"every node needs a reboot now; kured rolls them {CONCURRENCY} at a time")
         fleet.trigger()
         roll.begin(time.monotonic())
-        await watch.until(lambda: roll.finished, settings.within)
+        await watch.until(lambda: roll.finished)
     return roll
 
 

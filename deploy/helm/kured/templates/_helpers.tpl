@@ -121,6 +121,11 @@ and one --flag=item per item of a list; style "bare" renders a bare --flag when 
 - [maxNodeAge, max-node-age]
 - [blockingQuery, blocking-query]
 - [alertmanagerUrl, alertmanager-url]
+- [notifyBlockedAfter, notify-blocked-after]
+- [messageTemplateBlocked, message-template-blocked]
+- [messageTemplateDrainFailed, message-template-drain-failed]
+- [messageTemplateRebootLoop, message-template-reboot-loop]
+- [messageTemplateGateTimeout, message-template-gate-timeout]
 {{- end -}}
 
 {{/*
