@@ -5,6 +5,9 @@
 ``prometheus`` is Debian's server (``scripts/install-test-deps.sh``, run by ``make test``)
 started from this fixture, never through its systemd unit, with rules that keep three
 alerts active: one firing, one pending for an hour, one firing that filters exclude.
+
+``alertmanager`` is Debian's ``prometheus-alertmanager``, started the same way for one test
+(clustering off), so the silences a test creates die with it.
 """
 
 from __future__ import annotations
@@ -119,6 +122,91 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         _stop(pid, proc)
+
+
+AM_CONFIG = """\
+route:
+  receiver: "null"
+receivers:
+  - name: "null"
+"""
+
+
+class Alertmanager:
+    """A running Alertmanager: its base URL, and a way to silence alerts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def silence(self, **labels: str) -> str:
+        """An active silence (for a day) of alerts with these labels; returns its id."""
+        now = time.time()
+        body = {
+            "matchers": [
+                {"name": name, "value": value, "isRegex": False, "isEqual": True}
+                for name, value in labels.items()
+            ],
+            "startsAt": _rfc3339(now),
+            "endsAt": _rfc3339(now + 86400),
+            "createdBy": "kured tests",
+            "comment": "test silence",
+        }
+        response = httpx2.post(f"{self.url}/api/v2/silences", json=body, timeout=5)
+        response.raise_for_status()
+        silence_id: str = response.json()["silenceID"]
+        return silence_id
+
+
+def _rfc3339(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
+    binary = shutil.which("prometheus-alertmanager")
+    if binary is None:
+        pytest.fail(
+            "prometheus-alertmanager is not installed: run scripts/install-test-deps.sh "
+            "(make test does)"
+        )
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(AM_CONFIG)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "alertmanager.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    pid = proc.pid
+    try:
+        _wait_for_ready(f"{url}/-/ready", proc, log_path)
+        yield Alertmanager(url)
+    finally:
+        _stop(pid, proc)
+
+
+def _wait_for_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{url} exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
+        try:
+            if httpx2.get(url, timeout=2).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"{url} not ready in {STARTUP_TIMEOUT:g}s: {log_path.read_text()[-2000:]}")
 
 
 def _wait_for_alerts(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:

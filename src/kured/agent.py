@@ -141,8 +141,11 @@ class Agent:
         self._blocked_since: float | None = None  # when blockers started saying no
         self._blocked_told = False  # --notify-blocked-after has been sent for this block
         self._dry_run_told = ""  # the last --dry-run plan notified (sent again when it changes)
+        self._gate_told = False  # the gate timeout has been announced (once per timeout)
         self.lock = make_lock(config, kube)
         self._drainer = Drainer(kube, DrainOptions.from_config(config))
+        # When this agent first saw each lock holder in its present state (monotonic clock).
+        self._holders_seen: dict[tuple[object, ...], float] = {}
 
     # -- the loop ------------------------------------------------------------------
 
@@ -206,6 +209,7 @@ class Agent:
         lock = await self.lock.snapshot(ds)
         if lock.unreadable:
             log.error("Lock annotation is unreadable: %s", lock.unreadable)
+            ds, lock = await self._rebuild_lock(ds, node)
         now = datetime.now(UTC)
         self._last_sentinel = await self._host.reboot_required()
         need = self._assess(self._last_sentinel, now)
@@ -299,17 +303,61 @@ class Agent:
         holders = await self.lock.all_holders(ds)
         return over_budget(budget, nodes, self.node_id, holders, holding)
 
+    async def _rebuild_lock(self, ds: DaemonSet, node: Node) -> tuple[DaemonSet, LockView]:
+        """Garbage in the lock would stop every reboot for good: rebuild it from the progress
+        records of this lock's nodes (a node draining, rebooting or gating holds a slot).
+
+        The nodes are read after the garbage was, and the record is written only over that
+        version of it, so a node that records a drain after we looked at it either finds
+        itself in the rebuilt lock or sees garbage again (see :meth:`_drain`).
+        """
+        holders = {}
+        for name in await self._lock_members(ds):
+            member = node if name == self.node_id else await self._kube.get_node(name)
+            if member is None or not self._same_group(member, node):
+                continue
+            progress = Progress.from_json(_annotations(member).get(PROGRESS_ANNOTATION))
+            if progress.phase is not Phase.IDLE:
+                holders[name] = progress.unschedulable_before
+        if await self.lock.rebuild(ds, holders):
+            log.warning("Rebuilt the lock from the nodes' progress: held by %s", holders or "none")
+        ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
+        return ds, await self.lock.snapshot(ds)
+
+    async def _lock_members(self, ds: DaemonSet) -> set[str]:
+        """The nodes this kured DaemonSet runs on (and this one): those that share its lock."""
+        uid = ds.metadata.uid if ds.metadata else None
+        pods = await self._kube.list_pods(namespace=self.config.ds_namespace)
+        owned = {
+            pod.spec.nodeName
+            for pod in pods
+            if pod.spec
+            and pod.spec.nodeName
+            and pod.metadata
+            and any(ref.uid == uid for ref in pod.metadata.ownerReferences or [])
+        }
+        return owned | {self.node_id}
+
+    def _same_group(self, other: Node, mine: Node) -> bool:
+        """``--lock-group-label``: only nodes of this node's group share its lock."""
+        label = self.config.lock_group_label
+        return not label or _labels(other).get(label) == _labels(mine).get(label)
+
     async def _stale_holders(self, lock: LockView, now: datetime) -> dict[str, str]:
         """Holders whose slot may be taken over, with why (only asked when every slot is taken)."""
         if len(lock.record.entries) < self.config.concurrency:
             return {}
         bound = self.config.stale_lock_timeout.total_seconds()
-        stale = {}
+        stale, seen = {}, dict[tuple[object, ...], float]()
         for entry in lock.record.entries:
             holder = await self._kube.get_node(entry.node_id)
-            reason = reclaim_reason(holder_facts(entry, holder, now), bound)
+            facts = holder_facts(entry, holder, now)
+            key = (entry.node_id, entry.created, facts.ready, facts.phase, facts.boot_changed)
+            seen[key] = self._holders_seen.get(key, time.monotonic())
+            reason = reclaim_reason(witnessed(facts, entry, time.monotonic() - seen[key]), bound)
             if reason:
                 stale[entry.node_id] = reason
+        self._holders_seen = seen
         return stale
 
     async def apply(self, decision: Decision, seen: Seen) -> float:
@@ -317,6 +365,7 @@ class Agent:
         step = decision.step
         if step is Step.NOTHING:
             log.info(decision.reason)
+            await self._free_deleted_holders(seen.lock)
             await self._set_taint(seen.node, seen.obs.reboot_required)  # waiting for the window
             if not seen.obs.reboot_required and seen.obs.progress.consecutive_reboots:
                 await self._annotate({PROGRESS_ANNOTATION: None})  # the loop is over
@@ -346,6 +395,19 @@ class Agent:
             return await self._loop_guard(decision, seen)
         return await self._release(decision, seen)
 
+    async def _free_deleted_holders(self, lock: LockView) -> None:
+        """A holder whose Node is gone never releases its slot, and a node that needs the
+        lock only reclaims it when every slot is taken: idle agents free such slots, so a
+        deleted node's lock does not outlive it."""
+        bound = self.config.stale_lock_timeout.total_seconds()
+        for entry in lock.record.entries:
+            if entry.node_id == self.node_id or await self._kube.get_node(entry.node_id):
+                continue
+            reason = reclaim_reason(holder_facts(entry, None, datetime.now(UTC)), bound)
+            if reason:
+                log.warning("Releasing stale lock of %s: %s", entry.node_id, reason)
+                await self.lock.release(entry.node_id)
+
     # -- steps -----------------------------------------------------------------------
 
     async def _acquire(self, seen: Seen) -> float:
@@ -371,6 +433,8 @@ class Agent:
         if obs.progress.phase is not Phase.DRAINING:
             await self._record(Phase.DRAINING, obs.unschedulable_before)
             ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
+            if (await self.lock.snapshot(ds)).record.entry_of(self.node_id) is None:
+                return 0  # the slot went meanwhile (a rebuilt lock): decide again
             if over := await self._over_budget(ds, holding=True):
                 # Another node took a slot at the same moment and goes first.
                 await self._release(Decision(Step.ABANDON, over), seen)
@@ -380,7 +444,8 @@ class Agent:
             await self._notify("drain", self.node_id, self._details(seen))
         log.info("Draining node %s", self.node_id)
         await self._events.record(seen.node, Reason.DRAINING, f"Draining node {self.node_id}")
-        await self._kube.set_unschedulable(self.node_id, True)
+        if not obs.node_unschedulable:  # as kubectl (and Go kured): never cordon twice
+            await self._kube.set_unschedulable(self.node_id, True)
         started = time.monotonic()
         try:
             timeout = self.config.drain_timeout.total_seconds() or math.inf
@@ -432,7 +497,8 @@ class Agent:
         """Keep the lock until the node is healthy; past the timeout, say so once, loudly."""
         if decision.step is Step.GATE_WAIT:
             log.info("Waiting for the post-reboot health gate: %s", decision.reason)
-        elif self._status_changed:
+        elif not self._gate_told:  # activity stays "gate", so the status does not change
+            self._gate_told = True
             log.error("Post-reboot health gate failed; keeping the lock: %s", decision.reason)
             self._metrics.gate_timeouts.inc()
             await self._events.record(seen.node, Reason.GATE_TIMEOUT, decision.reason)
@@ -468,15 +534,15 @@ class Agent:
         of every eviction; logged each time, notified when it changes. Nothing is locked."""
         plan = await self._drainer.plan(self.node_id)
         holders = ", ".join(seen.lock.record.holders()) or "nobody"
-        log.info("Dry run: would drain node %s: %s", self.node_id, plan.describe())
+        why = seen.obs.reboot_reason or decision.reason
+        log.info("Dry run: would drain node %s (%s): %s", self.node_id, why, plan.describe())
         log.info(
-            "Dry run: would reboot node %s with %s (%s; lock now held by %s)",
+            "Dry run: would reboot node %s with %s (lock now held by %s)",
             self.node_id,
             self._reboot_how(),
-            decision.reason,
             holders,
         )
-        summary = f"{decision.reason}; {plan.describe()}"
+        summary = f"would drain and reboot ({why}); {plan.describe()}"
         if summary != self._dry_run_told:
             self._dry_run_told = summary
             await self._notifier.send(f"Dry run on node {self.node_id}: {summary}", "dry-run")
@@ -575,6 +641,7 @@ class Agent:
             self._wanting_since = None
         elif self._wanting_since is None:
             self._wanting_since = time.monotonic()
+        self._gate_told &= decision.step is Step.GATE_TIMEOUT
         if decision.step is not Step.BLOCKED or obs.paused:  # a pause is no blocker
             self._blocked_since, self._blocked_told = None, False
         elif self._blocked_since is None:
@@ -660,6 +727,10 @@ class Agent:
                     self._wake.set()
 
 
+def _labels(node: Node) -> dict[str, str]:
+    return dict((node.metadata.labels if node.metadata else None) or {})
+
+
 def _annotations(obj: Node | DaemonSet) -> dict[str, str]:
     return dict((obj.metadata.annotations if obj.metadata else None) or {})
 
@@ -670,6 +741,22 @@ def _status(node: Node) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
     return {}
+
+
+def witnessed(facts: HolderFacts, entry: LockEntry, watched: float) -> HolderFacts:
+    """A holder's ages, no longer than this agent has watched it in its present state.
+
+    Expiry and condition age compare the wall clocks of different machines (the holder's,
+    its kubelet's, this node's): one that jumps ahead would make a holder that is mid-reboot
+    look stale at once, and a second node would go down beside it. Measured at most over
+    ``watched`` seconds of this node's monotonic clock (since it first saw the same entry,
+    readiness, phase and boot), a wrong wall clock can only delay a reclaim.
+    """
+    return replace(
+        facts,
+        expired=facts.expired and watched >= entry.ttl.total_seconds(),
+        condition_age=min(facts.condition_age, watched),
+    )
 
 
 def holder_facts(entry: LockEntry, node: Node | None, now: datetime) -> HolderFacts:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 from lightkube.models.coordination_v1 import LeaseSpec
@@ -125,6 +125,10 @@ class LeaseLock:
             except Conflict:
                 log.debug("lease changed while releasing; re-reading")
         raise TimeoutError(f"lease writes kept conflicting after {MAX_WRITE_ATTEMPTS} attempts")
+
+    async def rebuild(self, ds: DaemonSet, holders: Mapping[str, bool]) -> bool:
+        """A Lease is never unreadable: there is nothing to rebuild."""
+        return False
 
     async def keep_alive(self) -> None:
         """Renew this node's Lease while the daemon runs (a third of its duration apart)."""

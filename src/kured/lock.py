@@ -26,7 +26,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -51,6 +51,8 @@ class Lock(Protocol):
     ) -> tuple[bool, list[str]]: ...
 
     async def release(self, node_id: str | None = None) -> bool: ...
+
+    async def rebuild(self, ds: DaemonSet, holders: Mapping[str, bool]) -> bool: ...
 
     async def keep_alive(self) -> None: ...
 
@@ -312,6 +314,24 @@ class DaemonSetLock:
             return record.release(target)
 
         return await self._update(change) is not None
+
+    async def rebuild(self, ds: DaemonSet, holders: Mapping[str, bool]) -> bool:
+        """Replace the unreadable lock ``ds`` carries (as read) with a record of ``holders``
+        (node → whether it was cordoned before kured took it). Written only over that very
+        version of the DaemonSet: if it changed since, nothing is written (False)."""
+        if not _view(ds, self.annotation).unreadable:
+            return False
+        now = datetime.now(UTC)
+        entries = tuple(
+            LockEntry(node, now, self._ttl, {"unschedulable": before})
+            for node, before in sorted(holders.items())
+        )
+        record = render(LockRecord(entries), self._concurrency)
+        try:
+            await self._kube.update_daemonset_annotations(ds, {self.annotation: record})
+        except Conflict:
+            return False
+        return True
 
     async def _update(self, change: Any) -> LockRecord | None:
         """Read-modify-write with resourceVersion; on 409 re-read and try again.

@@ -184,7 +184,7 @@ def _dry_run(decision: Decision, obs: Observation) -> Decision:
     """``--dry-run``: where a lock would be taken, say what would happen instead; a drain
     or reboot left over from before the switch to dry-run is given up (uncordon, release)."""
     if decision.step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK):
-        why = obs.reboot_reason or decision.reason
+        why = obs.reboot_reason or "Reboot required"
         return Decision(Step.DRY_RUN, f"dry run: would drain and reboot ({why})")
     if decision.step in (Step.DRAIN, Step.REBOOT):
         return Decision(Step.ABANDON, f"dry run: not going on ({decision.reason})")

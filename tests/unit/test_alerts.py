@@ -13,7 +13,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kured.alerts import PrometheusBlocker, PrometheusQueryError, active_alerts, blocks
+from kured.alerts import (
+    AlertmanagerError,
+    Matcher,
+    PrometheusBlocker,
+    PrometheusQueryError,
+    Silence,
+    active_alerts,
+    blocks,
+    parse_silences,
+)
+from kured.blockers import QueryBlocker
 from kured.config import Config
 
 MAINT = re.compile(r"^Maintenance")
@@ -206,3 +216,135 @@ def test_from_config() -> None:
     blocker = PrometheusBlocker.from_config(config)
     assert blocker is not None
     assert (blocker.regex, blocker.match_only, blocker.firing_only) == (MAINT, True, True)
+
+
+# --- Alertmanager silences (--alertmanager-url) and --blocking-query -----------------------
+
+
+@pytest.mark.parametrize(
+    ("matcher", "labels", "expected"),
+    [
+        (Matcher("alertname", "NodeDown"), {"alertname": "NodeDown"}, True),
+        (Matcher("alertname", "Node"), {"alertname": "NodeDown"}, False),
+        (Matcher("alertname", "Node.*", is_regex=True), {"alertname": "NodeDown"}, True),
+        (Matcher("alertname", "Down", is_regex=True), {"alertname": "NodeDown"}, False),
+        (Matcher("alertname", "NodeDown", is_equal=False), {"alertname": "NodeDown"}, False),
+        (Matcher("severity", "", is_regex=False), {"alertname": "X"}, True),
+        (Matcher("team", "db|web", is_regex=True, is_equal=False), {"team": "ops"}, True),
+        (Matcher("alertname", "(", is_regex=True), {"alertname": "("}, False),
+    ],
+)
+def test_matchers_match_as_alertmanager_does(
+    matcher: Matcher, labels: dict[str, str], expected: bool
+) -> None:
+    assert matcher.matches(labels) is expected
+
+
+def test_a_silence_needs_every_matcher_and_at_least_one() -> None:
+    silence = Silence("s", (Matcher("alertname", "X"), Matcher("node", "n1")))
+    assert silence.covers({"alertname": "X", "node": "n1"})
+    assert not silence.covers({"alertname": "X", "node": "n2"})
+    assert not Silence("empty", ()).covers({"alertname": "X"})
+
+
+def silence(ident: str, state: str, *matchers: dict[str, Any]) -> dict[str, Any]:
+    """One entry of GET /api/v2/silences."""
+    return {
+        "id": ident,
+        "status": {"state": state},
+        "matchers": list(matchers),
+        "startsAt": "2026-11-22T00:00:00Z",
+        "endsAt": "2026-11-23T00:00:00Z",
+        "updatedAt": "2026-11-22T00:00:00Z",
+        "createdBy": "ops",
+        "comment": "maintenance",
+    }
+
+
+def test_only_active_silences_count() -> None:
+    body = [
+        silence("a", "active", {"name": "alertname", "value": "X", "isRegex": False}),
+        silence("b", "expired", {"name": "alertname", "value": "Y", "isRegex": False}),
+        silence("c", "pending", {"name": "alertname", "value": "Z", "isRegex": False}),
+    ]
+    assert parse_silences(body) == [Silence("a", (Matcher("alertname", "X"),))]
+
+
+@pytest.mark.parametrize("body", [{"silences": []}, [{"id": "a"}], [None]])
+def test_malformed_silences_raise(body: Any) -> None:
+    with pytest.raises(AlertmanagerError, match="malformed silences"):
+        parse_silences(body)
+
+
+def by_host(answers: dict[str, Handler]) -> Handler:
+    return lambda request: answers[request.url.host](request)
+
+
+async def test_silenced_alerts_do_not_block(
+    prometheus: Callable[[Handler], list[httpx2.Request]],
+) -> None:
+    alerts = vector(("NodeDown", "firing"), ("DiskFull", "pending"), ("Watchdog", "firing"))
+    silences = [
+        silence("a", "active", {"name": "alertname", "value": "Disk.*|Watchdog", "isRegex": True}),
+        silence("b", "expired", {"name": "alertname", "value": "NodeDown", "isRegex": False}),
+    ]
+    seen = prometheus(by_host({"prom": json_response(alerts), "am": json_response(silences)}))
+    names = await active_alerts(
+        "http://prom", None, False, False, 5, alertmanager_url="http://am/x/"
+    )
+    assert names == ["NodeDown"]
+    assert str(seen[1].url) == "http://am/x/api/v2/silences"
+
+
+async def test_alertmanager_is_not_asked_when_nothing_blocks(
+    prometheus: Callable[[Handler], list[httpx2.Request]],
+) -> None:
+    seen = prometheus(json_response(vector()))
+    assert (
+        await active_alerts("http://prom", None, False, False, 5, alertmanager_url="http://am")
+        == []
+    )
+    assert len(seen) == 1
+
+
+async def test_alertmanager_failure_blocks(
+    prometheus: Callable[[Handler], list[httpx2.Request]],
+) -> None:
+    prometheus(
+        by_host(
+            {
+                "prom": json_response(vector(("NodeDown", "firing"))),
+                "am": json_response("gone", 503),
+            }
+        )
+    )
+    reason = await PrometheusBlocker("http://prom", alertmanager_url="http://am").check()
+    assert reason == "alertmanager query failed: HTTP 503 from http://am/api/v2/silences"
+
+
+async def test_blocking_queries_block_on_any_sample(
+    prometheus: Callable[[Handler], list[httpx2.Request]],
+) -> None:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        query = request.url.params["query"]
+        samples = [{"metric": {}, "value": [1.0, "1"]}] * (2 if query == "busy" else 0)
+        body = {"status": "success", "data": {"resultType": "vector", "result": samples}}
+        return httpx2.Response(200, content=json.dumps(body).encode())
+
+    prometheus(answer)
+    assert await QueryBlocker("http://prom", ["idle"]).check() is None
+    blocker = QueryBlocker("http://prom", ["idle", "busy"])
+    assert await blocker.check() == "blocking query returned 2 series: busy"
+
+
+async def test_a_failing_blocking_query_blocks(unused_tcp_port: int) -> None:
+    reason = await QueryBlocker(f"http://127.0.0.1:{unused_tcp_port}", ["up"], timeout=2).check()
+    assert reason is not None
+    assert reason.startswith("blocking query failed (up): ")
+
+
+def test_alertmanager_url_from_config() -> None:
+    config = Config(node_id="n1", prometheus_url="http://prom", alertmanager_url="http://am")
+    blocker = PrometheusBlocker.from_config(config)
+    assert blocker is not None
+    assert blocker.alertmanager_url == "http://am"

@@ -284,6 +284,17 @@ def test_pre_cordoned_nodes_must_stay_untouched() -> None:
     assert "pre-cordoned n2 is no longer cordoned" in violations
 
 
+def test_a_pre_cordoned_node_counts_only_while_it_is_down() -> None:
+    roll = clean_roll()
+    log = events("n2", CORDON, 1, done=1.1)  # kured cordons it (again), never uncordons
+    writes = [*(w for w in roll.writes if w.node != "n2"), *node_writes(log, NODES)]
+    final = {**roll.final, "n2": FinalNode(unschedulable=True, progress=False)}
+    roll = replace(roll, pre_cordoned=frozenset({"n2"}), writes=writes, final=final)
+    verdict = check(roll)
+    assert verdict.violations == ("kured changed spec.unschedulable of pre-cordoned n2",)
+    assert verdict.most_unavailable == 1
+
+
 def test_a_pre_cordoned_node_rebooted_by_kured_without_touching_it_passes() -> None:
     roll = clean_roll()
     writes = [w for w in roll.writes if w.node != "n2"]

@@ -250,7 +250,7 @@ def expected_args(key: str, flag: str) -> list[str]:
     if isinstance(value, list):
         return [f"{flag}={item}" for item in value]
     if value is True:
-        return [flag] if key in {"forceReboot", "dryRun"} else [f"{flag}=true"]
+        return [flag] if key in {"forceReboot", "dryRun", "pollOnly"} else [f"{flag}=true"]
     return [f"{flag}={value}"]
 
 
@@ -272,6 +272,12 @@ def test_unset_keys_pass_no_flag(key: str) -> None:
 def test_our_counts_pass_zero(key: str) -> None:
     """Go template truth drops 0; these two take 0 as a setting (no limit, none at once)."""
     assert flag_args(args_of({"configuration": {key: 0}}), flag_for(key)) == [f"{flag_for(key)}=0"]
+
+
+def test_notify_url_may_be_a_list() -> None:
+    values = {"configuration": {"notifyUrl": ["slack://a/b/c", "json://hooks/x"]}}
+    args = flag_args(args_of(values), "--notify-url")
+    assert args == ["--notify-url=slack://a/b/c", "--notify-url=json://hooks/x"]
 
 
 def test_slack_values_go_through_tpl() -> None:

@@ -146,7 +146,12 @@ OUR_SAMPLES: list[tuple[str, str, str, object]] = [
     ("blocking-query", "up == 0", "blocking_queries", ("up == 0",)),
     ("alertmanager-url", "http://am:9093", "alertmanager_url", "http://am:9093"),
     ("notify-blocked-after", "30m", "notify_blocked_after", timedelta(minutes=30)),
-    ("message-template-blocked", "{node}: {reason}", "message_template_blocked", "{node}: {reason}"),
+    (
+        "message-template-blocked",
+        "{node}: {reason}",
+        "message_template_blocked",
+        "{node}: {reason}",
+    ),
     ("message-template-drain-failed", "%s!", "message_template_drain_failed", "%s!"),
     ("message-template-reboot-loop", "loop %s", "message_template_reboot_loop", "loop %s"),
     ("message-template-gate-timeout", "gate %s", "message_template_gate_timeout", "gate %s"),
@@ -612,3 +617,104 @@ def test_daemon_crash_is_one_fatal_line_and_exit_1(
 
 def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_with(monkeypatch, Daemon(KeyboardInterrupt())) == 130
+
+
+# --- maintenance policy flags (docs/policy.md) --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--reboot-window=mon-fri 22:00"],
+            '--reboot-window: "22:00" is not a START-END time range; use "DAYS START-END '
+            '[ZONE]" like "mon-fri 22:00-04:00 Europe/Berlin" or "sat,sun 0:00-23:59:59"; '
+            "DAYS is a list of days and ranges, or * for every day",
+        ),
+        (
+            ["--reboot-window=mo-fr 1-2 Mars/Olympus"],
+            '--reboot-window: "Mars/Olympus" is not a time zone; use an IANA name like '
+            "Europe/Berlin, UTC, or Local",
+        ),
+        (
+            ["--blackout-dates=2026-12-26..2026-12-24"],
+            "--blackout-dates: 2026-12-26..2026-12-24 ends before it starts; use YYYY-MM-DD or "
+            "YYYY-MM-DD..YYYY-MM-DD (both days included), optionally followed by a time zone",
+        ),
+        (
+            ["--max-node-age=30d"],
+            '--max-node-age: "30d" is not a duration; use Go form like 90s, 1h30m, 500ms',
+        ),
+        (
+            ["--blocking-query=up == 0"],
+            "--blocking-query needs --prometheus-url (the Prometheus to ask)",
+        ),
+        (
+            ["--alertmanager-url=http://am:9093"],
+            "--alertmanager-url needs --prometheus-url (the Prometheus to ask)",
+        ),
+        (
+            ["--prometheus-url=http://p", "--alertmanager-url=am:9093"],
+            '--alertmanager-url: "am:9093" is not an http(s) URL; use e.g. http://prometheus:9090',
+        ),
+    ],
+)
+def test_policy_flags_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], line: str
+) -> None:
+    assert run(args) == 2
+    assert capsys.readouterr().err == f"kured: error: {line}\n"
+
+
+def test_reboot_windows_take_time_zone_as_their_default_zone() -> None:
+    config = parse(
+        "--time-zone=Europe/Berlin",
+        "--reboot-window=sat,sun 0:00-23:59:59",
+        "--reboot-window=* 1-2 UTC",
+        "--blackout-dates=2026-12-24..2026-12-26,2026-12-31 Asia/Tokyo",
+    )
+    assert [str(w.tz) for w in config.reboot_windows] == ["Europe/Berlin", "UTC"]
+    assert [str(b.tz) for b in config.blackout_dates] == ["Europe/Berlin", "Asia/Tokyo"]
+    assert config.schedule.windows == config.reboot_windows  # the Go window is the default
+
+
+def test_reboot_windows_are_alternatives_to_a_narrowed_go_window() -> None:
+    config = parse("--reboot-days=sa", "--reboot-window=mon 1-2")
+    assert config.schedule.windows == (config.window, *config.reboot_windows)
+
+
+def test_several_notify_urls_and_env_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KURED_NOTIFY_URL", "json://a/x\njson://b/y")
+    assert parse().notify_urls == ("json://a/x", "json://b/y")
+    assert parse("--notify-url=slack://a/b/c").notify_urls == ("slack://a/b/c",)
+
+
+def test_unknown_placeholders_warn() -> None:
+    parsed = parse_args(["--message-template-drain=Draining {nod}", "--notify-url=json://a/x"])
+    assert parsed.warnings == (
+        "--message-template-drain: {nod} is not a placeholder and is sent as written; "
+        "use %s or {node}, {reason}, {duration}, {packages}",
+    )
+
+
+def test_startup_lines_show_the_schedule_age_and_dry_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_with(
+        monkeypatch,
+        Daemon(),
+        "--log-format=json",
+        "--reboot-window=mon-fri 22:00-04:00 Europe/Berlin",
+        "--blackout-dates=2026-12-24..2026-12-26",
+        "--max-node-age=720h",
+        "--dry-run",
+    )
+    lines = messages(capsys.readouterr().err)
+    assert (
+        "Reboot schedule: mon-fri 22:00-04:00 Europe/Berlin except 2026-12-24..2026-12-26 UTC"
+        in lines
+    )
+    assert lines[-2:] == [
+        "Max node age: 720h0m0s",
+        "Dry run: nothing will be locked, cordoned, drained or rebooted",
+    ]

@@ -31,6 +31,16 @@ def test_reboot_required_gauge_matches_go_kured() -> None:
     assert 'kured_reboot_required{node="n1"} 0.0' in metrics.exposition().decode()
 
 
+def test_reboot_reason_gauge_names_the_cause() -> None:
+    metrics = Metrics("n1")
+    metrics.set_reboot_reason("max-node-age")
+    text = metrics.exposition().decode()
+    assert 'kured_reboot_reason{node="n1",reason="max-node-age"} 1.0' in text
+    assert 'kured_reboot_reason{node="n1",reason="sentinel"} 0.0' in text
+    metrics.set_reboot_reason("")
+    assert 'reason="max-node-age"} 0.0' in metrics.exposition().decode()
+
+
 def test_registries_are_per_instance_and_keep_process_metrics() -> None:
     first, second = Metrics("a"), Metrics("b")
     first.set_reboot_required(True)

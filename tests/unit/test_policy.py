@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -39,6 +41,7 @@ observations = st.builds(
     gate=st.sampled_from(["", "node not Ready"]),
     gate_timed_out=st.booleans(),
     max_consecutive_reboots=st.integers(0, 4),
+    reboot_reason=st.sampled_from(["", "/var/run/reboot-required exists"]),
 )
 
 
@@ -171,3 +174,50 @@ def test_an_expired_ttl_never_frees_a_node_mid_reboot(holder: HolderFacts, bound
 def test_deleted_holder_is_reclaimed_at_once() -> None:
     gone = HolderFacts(node_exists=False, hand_set=False, expired=False)
     assert reclaim_reason(gone, 600) == "holder node deleted"
+
+
+# --- --dry-run ---------------------------------------------------------------------------
+
+dry_observations = observations.map(lambda obs: replace(obs, dry_run=True))
+
+
+@given(dry_observations)
+def test_a_dry_run_never_locks_drains_or_reboots(obs: Observation) -> None:
+    step = decide(obs).step
+    assert step not in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK, Step.DRAIN, Step.REBOOT)
+
+
+@given(dry_observations)
+def test_a_dry_run_reports_where_the_lock_would_be_taken(obs: Observation) -> None:
+    real = decide(replace(obs, dry_run=False))
+    dry = decide(obs)
+    if real.step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK):
+        assert dry.step is Step.DRY_RUN
+        assert (obs.reboot_reason or "Reboot required") in dry.reason
+    elif real.step in (Step.DRAIN, Step.REBOOT):
+        assert dry.step is Step.ABANDON  # left over from before the switch: let go of it
+    else:
+        assert dry == real
+
+
+@given(dry_observations)
+def test_a_dry_run_keeps_the_uncordon_rule(obs: Observation) -> None:
+    decision = decide(obs)
+    if decision.uncordon:
+        assert obs.node_unschedulable and not obs.unschedulable_before
+
+
+def test_a_dry_run_names_the_reason() -> None:
+    obs = Observation(
+        reboot_required=True,
+        window_open=True,
+        holds_lock=False,
+        lock_available=True,
+        boot_id="b",
+        reboot_reason="node up 800h0m0s, longer than --max-node-age 720h0m0s",
+        dry_run=True,
+    )
+    assert decide(obs) == Decision(
+        Step.DRY_RUN,
+        "dry run: would drain and reboot (node up 800h0m0s, longer than --max-node-age 720h0m0s)",
+    )

@@ -223,9 +223,11 @@ def _reboots_since(roll: Roll, node: str) -> list[Reboot]:
 
 def cordoned_by_kured(roll: Roll) -> tuple[dict[str, list[Interval]], list[str]]:
     """Per node, when it was cordoned by kured (until its deletion, if it was deleted); and
-    what the audit log cannot explain."""
-    result, unexplained = {}, []
-    for node in roll.nodes:
+    what the audit log cannot explain. Nodes cordoned before are left out: kured has no
+    business with their cordon (see :func:`_pre_cordoned`)."""
+    result: dict[str, list[Interval]] = {node: [] for node in roll.pre_cordoned}
+    unexplained = []
+    for node in set(roll.nodes) - roll.pre_cordoned:
         final = roll.final.get(node)
         mine = [w for w in roll.writes if w.node == node and w.user == roll.kured_user]
         schedulable = final is not None and not final.unschedulable

@@ -27,14 +27,15 @@ _SOURCE = r"""
 #include <stdlib.h>
 #include <time.h>
 
-static int (*real_clock_gettime)(clockid_t, struct timespec *);
+typedef int (*clock_fn)(clockid_t, struct timespec *);
+static clock_fn real_clock_gettime;
 static long long offset_ns;
 static time_t checked = -1;
 
 static void refresh(void) {
     struct timespec now;
     if (!real_clock_gettime)
-        real_clock_gettime = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
+        real_clock_gettime = (clock_fn)dlsym(RTLD_NEXT, "clock_gettime");
     real_clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
     if (now.tv_sec == checked)
         return;

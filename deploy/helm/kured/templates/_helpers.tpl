@@ -116,6 +116,7 @@ and one --flag=item per item of a list; style "bare" renders a bare --flag when 
 - [postRebootGateTimeout, post-reboot-gate-timeout]
 - [maxConsecutiveReboots, max-consecutive-reboots, set]
 - [dryRun, dry-run, bare]
+- [pollOnly, poll-only, bare]
 - [rebootWindow, reboot-window]
 - [blackoutDates, blackout-dates]
 - [maxNodeAge, max-node-age]

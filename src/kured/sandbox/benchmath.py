@@ -1,0 +1,195 @@
+"""The benchmark's arithmetic, apart from any I/O so that every rule is unit-tested.
+
+A roll is measured from outside the daemons (:mod:`kured.sandbox.rollwatch`): per node, when
+it was cordoned, went NotReady, came back Ready with a new boot id, and was uncordoned. From
+those this module derives the phases (drain, reboot, ready), the makespan and the physical
+limit it is compared with, and the idle request rates (bench/README.md defines each figure).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kured.sandbox.audit_check import timestamp
+from kured.sandbox.rollwatch import NodeTimeline
+
+REQUEST_COUNTER = "apiserver_request_total"
+HOUR = 3600.0
+
+
+class IncompleteRoll(ValueError):
+    """A node's reboot was not seen from start to end, so its phases are unknown."""
+
+
+@dataclass(frozen=True)
+class NodePhases:
+    """One node's reboot as the cluster showed it, in seconds since the roll was triggered."""
+
+    node: str
+    cordon: float
+    down: float
+    up: float
+    uncordon: float
+
+    @property
+    def drain(self) -> float:
+        """Cordoned → NotReady: evictions, pods stopping, the reboot command."""
+        return self.down - self.cordon
+
+    @property
+    def reboot(self) -> float:
+        """NotReady → Ready with a new boot id: the machine's own time."""
+        return self.up - self.down
+
+    @property
+    def ready(self) -> float:
+        """Ready again → schedulable again: kured noticing the new boot and uncordoning."""
+        return self.uncordon - self.up
+
+
+def node_phases(timelines: dict[str, NodeTimeline], began: float) -> list[NodePhases]:
+    """Every node's phases relative to `began` (the trigger), in the order they were cordoned."""
+    phases = []
+    for node, line in timelines.items():
+        cordon, down, up, uncordon = line.cordoned, line.down, line.up, line.uncordoned
+        if cordon is None or down is None or up is None or uncordon is None:
+            steps = (cordon, down, up, uncordon)
+            raise IncompleteRoll(f"{node}: cordon/down/up/uncordon seen as {steps}")
+        phases.append(NodePhases(node, cordon - began, down - began, up - began, uncordon - began))
+    return sorted(phases, key=lambda p: p.cordon)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0–100), interpolating linearly between the closest ranks."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def handoffs(phases: Sequence[NodePhases], concurrency: int) -> list[float]:
+    """How long each lock slot stood idle between two nodes: the j-th uncordon frees the slot
+    that the (concurrency + j)-th cordon takes (both in time order). This gap (the gate, the
+    lock release, the next node noticing and starting) is kured's own overhead in a roll."""
+    cordons = sorted(p.cordon for p in phases)
+    uncordons = sorted(p.uncordon for p in phases)
+    return [cordon - freed for cordon, freed in zip(cordons[concurrency:], uncordons, strict=False)]
+
+
+@dataclass(frozen=True)
+class RollFigures:
+    """One roll against its physical limit (medians of the per-node phases)."""
+
+    nodes: int
+    concurrency: int
+    makespan: float  # trigger → last uncordon
+    first_cordon: float  # trigger → first cordon: detection
+    drain: float
+    reboot: float
+    ready: float
+    handoff: float  # median idle time of a lock slot between two nodes (0 when none)
+    most_cordoned: int  # the most nodes unschedulable at once, as the Node watch saw
+
+    @property
+    def rounds(self) -> int:
+        return math.ceil(self.nodes / self.concurrency)
+
+    @property
+    def limit(self) -> float:
+        """The issue's physical limit: ceil(N/c) × (drain + reboot + ready)."""
+        return self.rounds * (self.drain + self.reboot + self.ready)
+
+    @property
+    def strict_limit(self) -> float:
+        """ceil(N/c) × (drain + reboot): as if nodes were schedulable the moment they are up."""
+        return self.rounds * (self.drain + self.reboot)
+
+    @property
+    def ratio(self) -> float:
+        return self.makespan / self.limit
+
+    @property
+    def strict_ratio(self) -> float:
+        return self.makespan / self.strict_limit
+
+    def to_json(self) -> dict[str, Any]:
+        figures = {key: _round(value) for key, value in asdict(self).items()}
+        derived = ("rounds", "limit", "strict_limit", "ratio", "strict_ratio")
+        return figures | {key: _round(getattr(self, key)) for key in derived}
+
+
+def roll_figures(phases: Sequence[NodePhases], concurrency: int, most_cordoned: int) -> RollFigures:
+    gaps = handoffs(phases, concurrency)
+    return RollFigures(
+        nodes=len(phases),
+        concurrency=concurrency,
+        makespan=max(p.uncordon for p in phases),
+        first_cordon=min(p.cordon for p in phases),
+        drain=statistics.median(p.drain for p in phases),
+        reboot=statistics.median(p.reboot for p in phases),
+        ready=statistics.median(p.ready for p in phases),
+        handoff=statistics.median(gaps) if gaps else 0.0,
+        most_cordoned=most_cordoned,
+    )
+
+
+def phases_json(phases: Iterable[NodePhases]) -> list[dict[str, Any]]:
+    return [{key: _round(value) for key, value in asdict(p).items()} for p in phases]
+
+
+def distribution(samples: Sequence[float]) -> dict[str, Any]:
+    """Median and p95 of samples (seconds), with the samples themselves."""
+    return {
+        "median": _round(statistics.median(samples)),
+        "p95": _round(percentile(samples, 95)),
+        "samples": [_round(s) for s in samples],
+    }
+
+
+def requests_total(metrics_text: str) -> float:
+    """The sum of kube-apiserver's ``apiserver_request_total`` over all its series."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == REQUEST_COUNTER
+    )
+
+
+def audit_requests(
+    events: Iterable[dict[str, Any]], user: str, start: float, end: float
+) -> Counter[str]:
+    """Requests by `user` received in [start, end) (Unix seconds), counted per "verb resource".
+
+    A request has one audit event per stage (a watch: ResponseStarted and ResponseComplete),
+    so requests are told apart by their auditID.
+    """
+    seen: dict[str, str] = {}
+    for event in events:
+        if (event.get("user") or {}).get("username") != user:
+            continue
+        if not start <= timestamp(event["requestReceivedTimestamp"]) < end:
+            continue
+        ref = event.get("objectRef") or {}
+        what = "/".join(filter(None, (ref.get("resource"), ref.get("subresource"))))
+        seen[event["auditID"]] = f"{event.get('verb', '?')} {what or event.get('requestURI')}"
+    return Counter(seen.values())
+
+
+def per_node_hour(requests: float, nodes: int, seconds: float) -> float:
+    """A request count over a window, as requests per node per hour."""
+    return requests / nodes / (seconds / HOUR)
+
+
+def _round(value: float) -> float:
+    return round(value, 3) if isinstance(value, float) else value

@@ -1,0 +1,131 @@
+"""Many kured agents in one process: the scale benchmark's stand-in for a DaemonSet of 200.
+
+A kured process per node would need gigabytes on a laptop, so each node gets an
+:class:`kured.agent.Agent` task instead, built as :func:`kured.agent.run_daemon` builds it
+(flags through kured's own parser, kured's SimulatedHost on the node's directory) minus the
+HTTP server. The fleet's supervisor still plays the kubelets and reboots the hosts; it runs
+no daemons because the fleet has no daemon spec. What a reboot does to a daemon is done here:
+the agent task is cancelled when it commands the reboot (the host goes down) and a new one
+starts once the Node is Ready with a new boot id (the kubelet starts the pod again).
+
+Each agent has its own :class:`kured.kube.Kube`, as each daemon has its own connections: one
+shared client would queue 200 lock watches behind httpx's pool of 100 connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Node
+
+from kured.agent import HEALTH_STUCK_SECONDS, Agent, build_blockers
+from kured.cli import parse_args
+from kured.config import Config
+from kured.host import SimulatedHost
+from kured.kube import Kube, load_config
+from kured.metrics import Health, Metrics
+from kured.notify import Notifier
+from kured.sandbox.state import FLEET_LABEL, NodeDir
+
+
+class _Host(SimulatedHost):
+    """kured's simulated host, which also says when its node goes down."""
+
+    def __init__(self, config: Config, node_dir: Path, down: asyncio.Event) -> None:
+        super().__init__(config, node_dir)
+        self.down = down
+
+    async def reboot(self) -> None:
+        await super().reboot()
+        self.down.set()
+
+
+class Boots:
+    """The boot id each node's kubelet reports while the node is Ready (one Node watch)."""
+
+    def __init__(self) -> None:
+        self.ready: dict[str, str] = {}
+        self._changed = asyncio.Condition()
+
+    async def follow(self, client: AsyncClient, fleet: str) -> None:
+        async for _event, node in client.watch(Node, labels={FLEET_LABEL: fleet}):
+            await self.see(node)
+
+    async def see(self, node: Node) -> None:
+        name = str(node.metadata.name if node.metadata else "")
+        status = node.status
+        conditions = (status.conditions if status else None) or []
+        if any(c.type == "Ready" and c.status == "True" for c in conditions):
+            self.ready[name] = status.nodeInfo.bootID if status and status.nodeInfo else ""
+        else:
+            self.ready.pop(name, None)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def back_up(self, node: str, before: str) -> None:
+        """Wait until the node is Ready with a boot id other than `before`."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.ready.get(node, before) != before)
+
+
+class ManyAgents:
+    """One agent per node, for the whole life of the fleet, across reboots."""
+
+    def __init__(
+        self, nodes: Sequence[tuple[str, NodeDir]], kubeconfig: Path, flags: Sequence[str]
+    ) -> None:
+        self.nodes = list(nodes)
+        self.kubeconfig = kubeconfig
+        self.flags = list(flags)
+        self.boots = Boots()
+        self.started = 0  # agent lifetimes begun (one per node, plus one per reboot)
+
+    async def run(self, client: AsyncClient, fleet: str) -> None:
+        """Until cancelled; an agent that fails on its own (a bug) ends the whole run."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.boots.follow(client, fleet))
+            for name, node_dir in self.nodes:
+                tasks.create_task(self._life(name, node_dir))
+
+    def config(self, name: str, node_dir: NodeDir) -> Config:
+        """The node's configuration, through the flag parser the daemon uses."""
+        argv = ["--node-id", name, "--reboot-sentinel", str(node_dir.sentinel)]
+        argv += ["--kubeconfig", str(self.kubeconfig), *self.flags]
+        return parse_args(argv).config
+
+    async def _life(self, name: str, node_dir: NodeDir) -> None:
+        config = self.config(name, node_dir)
+        while True:
+            host = _Host(config, node_dir.path, asyncio.Event())
+            before = host.boot_id()
+            await self._run_until_down(config, host)
+            await self.boots.back_up(name, before)
+
+    async def _run_until_down(self, config: Config, host: _Host) -> None:
+        """Run one agent lifetime: from its start to the reboot it commands."""
+        self.started += 1
+        async with Kube(load_config(str(self.kubeconfig))) as kube:
+            agent = Agent(
+                config=config,
+                host=host,
+                kube=kube,
+                blockers=build_blockers(config, kube),
+                notifier=Notifier.from_config(config),
+                metrics=Metrics(config.node_id),
+                health=Health(stuck_after=HEALTH_STUCK_SECONDS),
+            )
+            running = asyncio.create_task(agent.run())
+            going_down = asyncio.create_task(host.down.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {running, going_down}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for task in (running, going_down):
+                    task.cancel()
+                await asyncio.gather(running, going_down, return_exceptions=True)
+            if running in done:
+                running.result()  # the agent ended by itself: raise what it raised
