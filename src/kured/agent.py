@@ -320,7 +320,8 @@ class Agent:
             if progress.phase is not Phase.IDLE:
                 holders[name] = progress.unschedulable_before
         if await self.lock.rebuild(ds, holders):
-            log.warning("Rebuilt the lock from the nodes' progress: held by %s", holders or "none")
+            named = ", ".join(holders) or "nobody"
+            log.warning("Rebuilt the lock from the nodes' progress records: held by %s", named)
         ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
         return ds, await self.lock.snapshot(ds)
 

@@ -9,10 +9,10 @@ from typing import Any, cast
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Node, Pod
 
-from kured.agent import holder_facts, node_health_problem
+from kured.agent import holder_facts, node_health_problem, witnessed
 from kured.drain import must_stay
 from kured.lock import LockEntry
-from kured.policy import Phase, Progress
+from kured.policy import Phase, Progress, reclaim_reason
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
@@ -105,3 +105,17 @@ def test_drain_leaves_daemonset_and_mirror_pods() -> None:
     assert must_stay(pod(annotations={"kubernetes.io/config.mirror": "x"}))
     assert not must_stay(pod(ownerReferences=[rs_owner]))
     assert not must_stay(pod())  # unmanaged pods are evicted too (kured drains with --force)
+
+
+def test_a_holder_is_never_older_than_this_agent_has_watched_it() -> None:
+    """A wall clock an hour ahead makes a holder mid-reboot look NotReady for an hour."""
+    entry = LockEntry("n1", NOW - timedelta(hours=1), timedelta(seconds=30))
+    rebooting = Progress(Phase.REBOOTING, "boot-a")
+    holder = node(ready="False", boot="boot-a", progress=rebooting, since=NOW - timedelta(hours=1))
+    facts = holder_facts(entry, holder, NOW)
+    assert reclaim_reason(facts, 120) == "holder NotReady for over 120s"
+    watched = witnessed(facts, entry, 5.0)
+    assert not watched.expired
+    assert watched.condition_age == 5.0
+    assert reclaim_reason(watched, 120) == ""
+    assert reclaim_reason(witnessed(facts, entry, 121.0), 120) == "holder NotReady for over 120s"

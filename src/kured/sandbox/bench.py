@@ -5,14 +5,15 @@ latest.md, one Gantt chart per roll). bench/README.md defines every figure.
 
     python -m kured.sandbox.bench [--nodes 12] [--concurrency 1 3] [--idle-seconds 600] …
 
-One control plane; each scenario on fleets of its own, stopped when it ends:
+One control plane; each scenario on fleets of its own, stopped when it ends, in this order
+(idle first: deleting the other scenarios' namespaces keeps the controllers busy for a while):
 
-makespan  every node triggered at once, for each c: ours (``--period=1h``: the lock watch
-          hands over) and ours in Go kured's timing (``--poll-only --period=1m``)
-detect    one node at a time, the lock free: sentinel created → node cordoned
 idle      kube-apiserver's requests with nothing to do: without daemons (the baseline), with
           ours, with polling; then the RSS of each of our daemons
-scale     200 agents in this process (:mod:`kured.sandbox.manyagents`), checked against the
+detect    one node at a time, the lock free: sentinel created → node cordoned
+makespan  every node triggered at once, for each c: ours (``--period=1h``: the lock watch
+          hands over) and ours in Go kured's timing (``--poll-only --period=1m``)
+scale     200 agents in one process (:mod:`kured.sandbox.manyagents`), checked against the
           API server's audit log
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import random
 import shutil
 import signal
@@ -41,7 +41,7 @@ from lightkube import AsyncClient
 from lightkube.config.client_adapter import AsyncClient as http_client
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import KubeConfig
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Namespace, Node
 from lightkube.types import PatchType
 
 import kured
@@ -67,13 +67,12 @@ from kured.sandbox.manifests import (
     service_account_kubeconfig,
     service_account_of,
 )
-from kured.sandbox.manyagents import ManyAgents
 from kured.sandbox.rollwatch import Roll, following
 from kured.sandbox.state import SandboxError
 from kured.sandbox.timeline import draw
 
 PROG = "kured-bench"
-SCENARIOS = ("makespan", "detect", "idle", "scale")
+SCENARIOS = ("idle", "detect", "makespan", "scale")
 MODES = ("ours", "polling")
 RESULTS = Path(kured.__file__).resolve().parents[2] / "bench" / "results"
 MIB = 1024 * 1024
@@ -143,7 +142,7 @@ class Bench:
     settings: Settings
     out: Path
     say: Callable[[str], None]
-    depends_on: list[asyncio.Task[None]] = field(default_factory=list)
+    depends_on: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @contextlib.asynccontextmanager
     async def fleet(self, name: str, nodes: int) -> AsyncIterator[Fleet]:
@@ -172,8 +171,7 @@ class Bench:
                 check()
                 for task in self.depends_on:
                     if task.done():
-                        task.result()
-                        raise BenchFailed("a task the benchmark depends on ended")
+                        raise BenchFailed(f"{task.get_name()} ended: {task.result()}")
 
             yield Watch(roll, all_alive, self.settings.timeout)
 
@@ -314,9 +312,23 @@ async def detect(bench: Bench) -> dict[str, Any]:
     return {"detect_to_cordon_seconds": distribution(samples) | {"kured_args": flags}}
 
 
+async def _quiet(bench: Bench) -> None:
+    """Settle, then wait until no namespace is being deleted (the namespace controller's
+    clean-up passes would count as requests in a window)."""
+    await asyncio.sleep(bench.settings.settle_seconds)
+
+    async def none_terminating() -> bool:
+        namespaces = bench.client.list(Namespace)
+        return not [ns async for ns in namespaces if ns.status and ns.status.phase == "Terminating"]
+
+    within = bench.settings.timeout
+    await wait_until(none_terminating, what="namespaces deleted", within=within, interval=1.0)
+
+
 async def _idle_window(bench: Bench, fleet: Fleet) -> tuple[float, dict[str, int]]:
     """kube-apiserver's request counter over one window, and kured's requests in it by the
     audit log (per "verb resource")."""
+    await _quiet(bench)
     before, start = await bench.metrics_total(), time.time()
     await asyncio.sleep(bench.settings.idle_seconds)
     after, end = await bench.metrics_total(), time.time()
@@ -366,7 +378,6 @@ async def idle(bench: Bench) -> dict[str, Any]:
                 flags = settings.flags(mode, 1)
                 await bench.run_kured(fleet, flags)
                 await watch.until(watch.reported, "every daemon's first report")
-                await asyncio.sleep(settings.settle_seconds)
                 bench.say(f"idle: {mode}, {settings.idle_seconds:g} s")
                 total, by_request = await _idle_window(bench, fleet)
                 figures[mode] = {
@@ -383,35 +394,52 @@ async def idle(bench: Bench) -> dict[str, Any]:
     return {"idle_requests_per_node_hour": figures, "rss_mib": rss}
 
 
+@contextlib.asynccontextmanager
+async def many_agents(bench: Bench, fleet: Fleet, flags: list[str]) -> AsyncIterator[int]:
+    """An agent for every node of fleet, all in one process of their own
+    (:mod:`kured.sandbox.manyagents`), as kured's ServiceAccount; yields its PID and stops it
+    by that PID at the end. The roll fails at once if the process exits."""
+    kubeconfig = await install_kured(fleet)
+    state = fleet.state
+    pid_file = state.pid_file("bench-agents")
+    argv = [sys.executable, "-m", "kured.sandbox.manyagents", "--state-dir", str(state.root)]
+    argv += ["--fleet", fleet.name, "--kubeconfig", str(kubeconfig), "--", *flags]
+    proc = procs.spawn(argv, log=state.log_file("bench-agents"), pid_file=pid_file)
+    exited = asyncio.create_task(procs.wait_exit(proc), name="the agents' process (exit code)")
+    bench.depends_on.append(exited)
+    try:
+        yield proc.pid
+    finally:
+        bench.depends_on.remove(exited)
+        exited.cancel()
+        await asyncio.to_thread(procs.stop_pid_files, [pid_file])
+
+
 async def scale(bench: Bench) -> dict[str, Any]:
-    """Many agents in this process against one fleet; the roll checked like the others."""
+    """Many agents in one process against one fleet; the roll checked like the others, and
+    the memory those agents take."""
     settings = bench.settings
     concurrency = settings.scale_concurrency
     async with bench.fleet("scale", settings.scale_agents) as fleet:
         await bench.workload(fleet)
-        kubeconfig = await install_kured(fleet)
         flags = [*settings.flags("ours", concurrency), f"--ds-namespace={fleet.kured_namespace}"]
-        nodes = [(node, fleet.state.node(node)) for node in fleet.nodes]
-        agents = ManyAgents(nodes, kubeconfig, flags)
-        running = asyncio.create_task(agents.run(bench.client, fleet.name))
-        bench.depends_on.append(running)
-        try:
+        async with many_agents(bench, fleet, flags) as pid:
             figures = await roll(bench, fleet, concurrency, "scale")
-        finally:
-            bench.depends_on.remove(running)
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+            size = procs.rss_bytes(pid) or 0
     return {
         "scale": figures
-        | {"agents": settings.scale_agents, "agent_starts": agents.started, "kured_args": flags}
+        | {
+            "agents": settings.scale_agents,
+            "agents_process_rss_mib": round(size / MIB, 1),
+            "kured_args": flags,
+        }
     }
 
 
 RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
-    "makespan": makespan,
-    "detect": detect,
     "idle": idle,
+    "detect": detect,
+    "makespan": makespan,
     "scale": scale,
 }
 
@@ -499,20 +527,7 @@ def _say(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
 
-def _log_agents(state_dir: Path) -> None:
-    """The scale run's in-process agents log (warnings and errors) to a file, not the screen."""
-    path = state_dir / "logs" / "bench-agents.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logger = logging.getLogger("kured")
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    logger.propagate = False
-
-
 def _bench(state_dir: Path, settings: Settings, out: Path) -> dict[str, Any]:
-    _log_agents(state_dir)
     plane = ControlPlane.start(state_dir)
     try:
         _say(f"control plane {plane.version} at {plane.server} (state: {state_dir})")

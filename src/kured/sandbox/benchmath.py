@@ -22,6 +22,7 @@ from kured.sandbox.rollwatch import NodeTimeline
 
 REQUEST_COUNTER = "apiserver_request_total"
 HOUR = 3600.0
+DERIVED = ("rounds", "limit", "strict_limit", "mean_limit", "ratio", "strict_ratio", "mean_ratio")
 
 
 class IncompleteRoll(ValueError):
@@ -98,6 +99,7 @@ class RollFigures:
     reboot: float
     ready: float
     handoff: float  # median idle time of a lock slot between two nodes (0 when none)
+    mean_cycle: float  # mean of drain + reboot + ready over the nodes
     most_cordoned: int  # the most nodes unschedulable at once, as the Node watch saw
 
     @property
@@ -115,8 +117,18 @@ class RollFigures:
         return self.rounds * (self.drain + self.reboot)
 
     @property
+    def mean_limit(self) -> float:
+        """ceil(N/c) × the mean cycle: unlike medians, counts the slow drains too (with c=1,
+        the sum of every node's cycle), so its ratio is kured's coordination overhead alone."""
+        return self.rounds * self.mean_cycle
+
+    @property
     def ratio(self) -> float:
         return self.makespan / self.limit
+
+    @property
+    def mean_ratio(self) -> float:
+        return self.makespan / self.mean_limit
 
     @property
     def strict_ratio(self) -> float:
@@ -124,8 +136,7 @@ class RollFigures:
 
     def to_json(self) -> dict[str, Any]:
         figures = {key: _round(value) for key, value in asdict(self).items()}
-        derived = ("rounds", "limit", "strict_limit", "ratio", "strict_ratio")
-        return figures | {key: _round(getattr(self, key)) for key in derived}
+        return figures | {key: _round(getattr(self, key)) for key in DERIVED}
 
 
 def roll_figures(phases: Sequence[NodePhases], concurrency: int, most_cordoned: int) -> RollFigures:
@@ -139,6 +150,7 @@ def roll_figures(phases: Sequence[NodePhases], concurrency: int, most_cordoned: 
         reboot=statistics.median(p.reboot for p in phases),
         ready=statistics.median(p.ready for p in phases),
         handoff=statistics.median(gaps) if gaps else 0.0,
+        mean_cycle=statistics.mean(p.uncordon - p.cordon for p in phases),
         most_cordoned=most_cordoned,
     )
 

@@ -92,6 +92,7 @@ def _roll_line(label: str, roll: dict[str, Any]) -> str:
     return (
         f"| {label} | {roll['nodes']} | {roll['concurrency']} | {_show(roll['makespan'])} | "
         f"{_show(roll['limit'])} | **{roll['ratio']:.3f}** | {roll['strict_ratio']:.3f} | "
+        f"{roll['mean_ratio']:.3f} | "
         f"{_show(roll['drain'])} / {_show(roll['reboot'])} / {_show(roll['ready'])} | "
         f"{_show(roll['first_cordon'])} | {_show(roll['handoff'])} | "
         f"{roll['invariant']['most_unavailable']} |"
@@ -99,9 +100,9 @@ def _roll_line(label: str, roll: dict[str, Any]) -> str:
 
 
 ROLL_HEADER = [
-    "| roll | N | c | makespan (s) | limit (s) | ratio | strict ratio | "
+    "| roll | N | c | makespan (s) | limit (s) | ratio | strict ratio | mean ratio | "
     "drain / reboot / ready (s, medians) | first cordon (s) | handoff (s) | most down |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -112,7 +113,9 @@ def _rolls(results: dict[str, Any]) -> list[str]:
         for key, roll in rolls.items()
     ]
     if scale := results.get("scale"):
-        rows.append(_roll_line(f"scale ({scale['agents']} agents, one process)", scale))
+        size = scale["agents_process_rss_mib"]
+        label = f"scale ({scale['agents']} agents in one process of {size} MiB)"
+        rows.append(_roll_line(label, scale))
     return [*ROLL_HEADER, *rows] if rows else []
 
 

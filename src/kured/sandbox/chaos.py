@@ -65,6 +65,8 @@ CHECK_SECONDS = 0.5
 class Settings:
     """The shape of every roll."""
 
+    # Room for the faults: one node cordoned before, one deleted, `concurrency` draining, and
+    # one left for the evicted pods (or the PodDisruptionBudgets block every drain).
     nodes: int = 5
     concurrency: int = 2
     reboot_seconds: float = 1.0
@@ -156,14 +158,16 @@ async def run_backend(
     totals = Totals(backend)
     short = "a" if backend == ANNOTATION_BACKEND else "l"
     while sum(totals.injected.values()) < faults and len(totals.rolls) < max(3, faults):
-        result = await run_roll(run, backend, f"{run.prefix}-{short}{len(totals.rolls) + 1}")
+        number = len(totals.rolls) + 1
+        result = await run_roll(run, backend, f"{run.prefix}-{short}{number}", number)
         report(result.line())
         totals.rolls.append(result)
     return totals
 
 
-async def run_roll(run: Run, backend: str, name: str) -> RollResult:
-    """One roll on a fresh fleet, stopped and deleted afterwards."""
+async def run_roll(run: Run, backend: str, name: str, number: int) -> RollResult:
+    """One roll on a fresh fleet, stopped and deleted afterwards (the roll's number picks
+    the control plane component it restarts, in turn)."""
     started = time.monotonic()
     settings = run.settings
     config = FleetConfig(
@@ -171,14 +175,15 @@ async def run_roll(run: Run, backend: str, name: str) -> RollResult:
     )
     fleet = await Fleet.start(run.plane, run.client, config, kured_namespace=f"{name}-kured")
     try:
-        injected, verdict = await _roll(run, fleet, backend, random.Random(f"{run.seed}-{name}"))
+        rng = random.Random(f"{run.seed}-{name}")
+        injected, verdict = await _roll(run, fleet, backend, rng, number)
     finally:
         await fleet.stop()
     return RollResult(name, backend, injected, verdict, time.monotonic() - started)
 
 
 async def _roll(
-    run: Run, fleet: Fleet, backend: str, rng: random.Random
+    run: Run, fleet: Fleet, backend: str, rng: random.Random, number: int
 ) -> tuple[Counter[str], Verdict]:
     settings = run.settings
     await fleet.workload(stop_seconds=0.5)
@@ -191,7 +196,7 @@ async def _roll(
         as_serviceaccount=True,
         env=env,
     )
-    restart = settings.restarts[rng.randrange(len(settings.restarts))] if settings.restarts else ""
+    restart = settings.restarts[number % len(settings.restarts)] if settings.restarts else ""
     plan = Plan.draw(
         rng,
         fleet.nodes,
@@ -356,7 +361,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.nodes < args.concurrency + 3:
+        parser.error("--nodes must be at least --concurrency + 3 (see Settings.nodes)")
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     backends = BACKENDS if args.backend == "both" else (args.backend,)
     settings = Settings(nodes=args.nodes, concurrency=args.concurrency)

@@ -10,11 +10,22 @@ starts once the Node is Ready with a new boot id (the kubelet starts the pod aga
 
 Each agent has its own :class:`kured.kube.Kube`, as each daemon has its own connections: one
 shared client would queue 200 lock watches behind httpx's pool of 100 connections.
+
+The benchmark runs them in a process of their own, so that its watches time the roll from
+outside, on an event loop the agents do not keep busy:
+
+    python -m kured.sandbox.manyagents --state-dir DIR --fleet F --kubeconfig K -- FLAGS…
+
+runs until SIGTERM, or until the process that started it is gone.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
+import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +39,8 @@ from kured.host import SimulatedHost
 from kured.kube import Kube, load_config
 from kured.metrics import Health, Metrics
 from kured.notify import Notifier
+from kured.sandbox.controlplane import ControlPlane
+from kured.sandbox.fleet import FleetConfig
 from kured.sandbox.state import FLEET_LABEL, NodeDir
 
 
@@ -81,7 +94,6 @@ class ManyAgents:
         self.kubeconfig = kubeconfig
         self.flags = list(flags)
         self.boots = Boots()
-        self.started = 0  # agent lifetimes begun (one per node, plus one per reboot)
 
     async def run(self, client: AsyncClient, fleet: str) -> None:
         """Until cancelled; an agent that fails on its own (a bug) ends the whole run."""
@@ -106,7 +118,6 @@ class ManyAgents:
 
     async def _run_until_down(self, config: Config, host: _Host) -> None:
         """Run one agent lifetime: from its start to the reboot it commands."""
-        self.started += 1
         async with Kube(load_config(str(self.kubeconfig))) as kube:
             agent = Agent(
                 config=config,
@@ -129,3 +140,51 @@ class ManyAgents:
                 await asyncio.gather(running, going_down, return_exceptions=True)
             if running in done:
                 running.result()  # the agent ended by itself: raise what it raised
+
+
+async def _parent_exit() -> None:
+    """Return once the process that started this one has exited (a pidfd on it turns
+    readable), so a benchmark killed outright leaves no agents behind."""
+    fd = os.pidfd_open(os.getppid())
+    exited = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, exited.set)
+    try:
+        await exited.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _serve(state_dir: Path, fleet: str, kubeconfig: Path, flags: list[str]) -> None:
+    plane = ControlPlane.attach(state_dir)
+    names = FleetConfig.load(plane.state, fleet).node_names()
+    agents = ManyAgents([(name, plane.state.node(name)) for name in names], kubeconfig, flags)
+    async with plane.client() as client:
+        running = asyncio.create_task(agents.run(client, fleet))
+        stop = asyncio.create_task(_parent_exit())
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.cancel)
+        try:
+            await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        if running.done() and not running.cancelled():
+            running.result()  # an agent failed by itself (a bug): exit with its traceback
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kured.sandbox.manyagents")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--fleet", required=True)
+    parser.add_argument("--kubeconfig", type=Path, required=True, help="the agents' identity")
+    parser.add_argument("flags", nargs="*", help="kured flags, after --")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    asyncio.run(_serve(args.state_dir, args.fleet, args.kubeconfig, args.flags))
+
+
+if __name__ == "__main__":
+    main()

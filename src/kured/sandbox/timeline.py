@@ -48,6 +48,6 @@ def draw(path: Path, title: str, phases: Sequence[NodePhases], limit: float) -> 
     axes.set_xlabel("seconds since every node's sentinel was created (dashed: physical limit)")
     axes.set_title(title, fontsize=10)
     handles = [Patch(color=color, label=phase) for phase, color in COLORS.items()]
-    axes.legend(handles=handles, loc="lower right", fontsize=8)
+    axes.legend(handles=handles, loc="upper right", fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)

@@ -1,0 +1,141 @@
+"""What `make bench` writes: the issue's targets checked, the summary, the Gantt chart, and
+the command's settings; plus how the scale run tells that a node is back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, cast
+
+from lightkube.resources.core_v1 import Node
+
+from kured.sandbox.bench import Settings, _parser, _settings
+from kured.sandbox.benchmath import NodePhases, roll_figures
+from kured.sandbox.benchreport import checks, summary, write
+from kured.sandbox.manyagents import Boots
+from kured.sandbox.timeline import draw
+
+
+def roll(ratio_of: float, most: int = 1) -> dict[str, Any]:
+    """A roll's JSON whose makespan is ratio_of × its limit."""
+    figures = roll_figures([NodePhases("n", 1.0, 3.0, 8.0, 9.0)], 1, most)
+    rolled = figures.to_json()
+    return rolled | {
+        "makespan": rolled["limit"] * ratio_of,
+        "ratio": ratio_of,
+        "invariant": {"held": True, "most_unavailable": most, "violations": [], "stuck": []},
+    }
+
+
+RESULTS: dict[str, Any] = {
+    "generated": "2026-01-01T00:00:00Z",
+    "kured": "0.1.0",
+    "kubernetes": "v1.20.2",
+    "machine": {
+        "cpus": 2,
+        "cpu_model": "Test CPU",
+        "memory_mib": 4096,
+        "kernel": "6.1",
+        "python": "3.11.7",
+    },
+    "makespan_ratio": {
+        "ours": {"c=1": roll(1.05), "c=3": roll(1.2)},
+        "polling": {"c=1": roll(3.0)},
+    },
+    "detect_to_cordon_seconds": {"median": 1.0, "p95": 1.9, "samples": [1.0]},
+    "scale": roll(1.15, most=5) | {"agents": 200, "agents_process_rss_mib": 310.5},
+    "idle_requests_per_node_hour": {
+        "window_seconds": 600.0,
+        "nodes": 12,
+        "baseline_requests": 5000,
+        "ours": {"audit": 0.0, "apiserver_metrics": 3.0},
+        "polling": {"audit": 120.0, "apiserver_metrics": 118.0},
+    },
+}
+
+
+def test_each_target_of_the_issue_is_checked() -> None:
+    found = {check.what: check.ok for check in checks(RESULTS)}
+    assert found == {
+        "makespan_ratio ours c=1 ≤ 1.1": True,
+        "makespan_ratio ours c=3 ≤ 1.1": False,
+        "detect_to_cordon_seconds median ≤ 5": True,
+        "rss_mib median ≤ 35": None,  # not measured in this run
+        "scale makespan ratio ≤ 1.2": True,
+        "scale concurrency invariant (audit log)": True,
+    }
+
+
+def test_the_summary_names_the_machine_and_kubernetes_with_the_figures() -> None:
+    text = "\n".join(summary(RESULTS))
+    assert "Kubernetes v1.20.2" in text
+    assert "2 × Test CPU" in text
+    assert "| ours c=1 | 1 | 1 |" in text
+    assert "| polling c=1 |" in text
+    assert "| scale (200 agents in one process of 310.5 MiB) | 1 | 1 |" in text
+    assert "| polling | 120 | 118 |" in text
+    assert "median 1 s, p95 1.9 s" in text
+    assert "makespan_ratio ours c=3 ≤ 1.1: 1.2 — NOT met" in text
+
+
+def test_write_puts_json_and_markdown_side_by_side(tmp_path: Path) -> None:
+    lines = write(RESULTS, tmp_path)
+    saved = json.loads((tmp_path / "latest.json").read_text())
+    assert saved["kubernetes"] == "v1.20.2"
+    assert {"what": "rss_mib median ≤ 35", "value": None, "ok": None} in saved["checks"]
+    assert (tmp_path / "latest.md").read_text() == "\n".join(lines) + "\n"
+
+
+def test_a_gantt_chart_of_200_nodes_stays_small(tmp_path: Path) -> None:
+    rolled = [
+        NodePhases(f"n{i}", i * 0.5, i * 0.5 + 2, i * 0.5 + 7, i * 0.5 + 7.5) for i in range(200)
+    ]
+    path = tmp_path / "scale.png"
+    draw(path, "scale", rolled, limit=300.0)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert path.stat().st_size < 200_000
+
+
+def test_the_defaults_are_the_issues_sizes() -> None:
+    settings = _settings(_parser().parse_args([]))
+    assert settings == Settings()
+    assert (settings.nodes, settings.concurrency, settings.reboot_seconds) == (12, (1, 3), 5.0)
+    assert (settings.stop_seconds, settings.idle_seconds) == (2.0, 600.0)
+    assert (settings.scale_agents, settings.scale_concurrency) == (200, 5)
+    assert settings.flags("ours", 3) == ["--period=1h", "--concurrency=3"]
+    assert settings.flags("polling", 1) == ["--poll-only", "--period=1m", "--concurrency=1"]
+
+
+def test_only_runs_the_named_scenarios_in_the_usual_order() -> None:
+    args = _parser().parse_args(["--only", "scale", "--only", "idle", "--nodes", "3"])
+    assert _settings(args).scenarios == ("idle", "scale")
+
+
+NODE_INFO = (
+    *("architecture", "containerRuntimeVersion", "kernelVersion", "kubeProxyVersion"),
+    *("kubeletVersion", "machineID", "operatingSystem", "osImage", "systemUUID"),
+)
+
+
+def node(name: str, ready: bool, boot: str) -> Node:
+    raw = {
+        "metadata": {"name": name},
+        "status": {
+            "conditions": [{"type": "Ready", "status": str(ready)}],
+            "nodeInfo": {"bootID": boot, **dict.fromkeys(NODE_INFO, "x")},
+        },
+    }
+    return cast(Node, Node.from_dict(raw))
+
+
+async def test_a_node_is_back_when_ready_with_another_boot_id() -> None:
+    boots = Boots()
+    await boots.see(node("n1", True, "a"))
+    waiting = asyncio.create_task(boots.back_up("n1", "a"))
+    await boots.see(node("n1", False, "a"))  # went down
+    await boots.see(node("n1", False, "b"))  # new boot, not Ready yet
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await boots.see(node("n1", True, "b"))
+    await asyncio.wait_for(waiting, 1.0)
