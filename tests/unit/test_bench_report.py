@@ -8,12 +8,14 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from lightkube.resources.core_v1 import Node
 
 from kured.sandbox.bench import Settings, _parser, _settings
 from kured.sandbox.benchmath import NodePhases, roll_figures
 from kured.sandbox.benchreport import checks, summary, write
 from kured.sandbox.manyagents import Boots
+from kured.sandbox.state import UsageError
 from kured.sandbox.timeline import draw
 
 
@@ -107,8 +109,15 @@ def test_the_defaults_are_the_issues_sizes() -> None:
     assert settings.flags("polling", 1) == ["--poll-only", "--period=1m", "--concurrency=1"]
 
 
+def test_a_concurrency_must_leave_a_node_free() -> None:
+    with pytest.raises(UsageError, match="concurrency 3 must be below the 3 nodes"):
+        Settings(nodes=3, concurrency=(1, 3))
+    with pytest.raises(UsageError, match="concurrency 5 must be below the 5 nodes"):
+        Settings(scale_agents=5)
+
+
 def test_only_runs_the_named_scenarios_in_the_usual_order() -> None:
-    args = _parser().parse_args(["--only", "scale", "--only", "idle", "--nodes", "3"])
+    args = _parser().parse_args(["--only", "scale", "--only", "idle", "--nodes", "4"])
     assert _settings(args).scenarios == ("idle", "scale")
 
 

@@ -68,7 +68,7 @@ from kured.sandbox.manifests import (
     service_account_of,
 )
 from kured.sandbox.rollwatch import Roll, following
-from kured.sandbox.state import SandboxError
+from kured.sandbox.state import SandboxError, UsageError
 from kured.sandbox.timeline import draw
 
 PROG = "kured-bench"
@@ -98,6 +98,16 @@ class Settings:
     scale_concurrency: int = 5
     timeout: float = 3600.0  # for any one wait (a roll, the daemons' first report)
     scenarios: tuple[str, ...] = SCENARIOS
+
+    def __post_init__(self) -> None:
+        """A roll that cordons every node at once deadlocks on the workload's budgets (the
+        evicted pods have nowhere to go), so each concurrency must leave a node free."""
+        for concurrency, nodes in (
+            *((c, self.nodes) for c in self.concurrency),
+            (self.scale_concurrency, self.scale_agents),
+        ):
+            if concurrency >= nodes:
+                raise UsageError(f"concurrency {concurrency} must be below the {nodes} nodes")
 
     def flags(self, mode: str, concurrency: int) -> list[str]:
         """Ours reacts to events (the period is only a fallback); polling is Go kured's
@@ -541,7 +551,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     is kept, with every log); 130 when interrupted. Everything started is stopped."""
     parser = _parser()
     args = parser.parse_args(argv)
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except UsageError as error:
+        parser.error(str(error))
     temporary = args.state_dir is None
     state_dir: Path = Path(tempfile.mkdtemp(prefix="kured-bench-")) if temporary else args.state_dir
     for sig in (signal.SIGTERM, signal.SIGHUP):

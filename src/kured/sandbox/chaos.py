@@ -47,6 +47,7 @@ from kured.sandbox.audit_check import (
 from kured.sandbox.controlplane import ControlPlane
 from kured.sandbox.faults import (
     ANNOTATION_BACKEND,
+    API_ERRORS,
     LEASE_BACKEND,
     PROGRESS_ANNOTATION,
     Chaos,
@@ -267,7 +268,7 @@ def _done(node: Node | None, cordoned_before: bool) -> bool:
 async def _until(check: Callable[[], Awaitable[bool]], deadline: float) -> bool:
     """Poll check until true (True) or the deadline (False); API errors count as not yet."""
     while time.monotonic() < deadline:
-        with contextlib.suppress(ApiError, OSError):
+        with contextlib.suppress(*API_ERRORS):
             if await check():
                 return True
         await asyncio.sleep(CHECK_SECONDS)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
@@ -67,6 +68,8 @@ GARBAGE = (
 )
 CLOCK_JUMPS = (3600.0, -1200.0)  # an hour ahead, twenty minutes behind
 POLL_SECONDS = 0.25
+# What an API call may raise while the control plane restarts: try again later.
+API_ERRORS = (ApiError, httpx2.HTTPError, OSError)
 LOG_POLL_SECONDS = 0.05
 
 
@@ -249,7 +252,7 @@ class Chaos:
         if not await self._pause(self.rng.uniform(1.0, 15.0)):
             return
         while await self._pause(POLL_SECONDS):
-            with contextlib.suppress(ApiError, OSError, SandboxError):
+            with contextlib.suppress(*API_ERRORS):
                 holders = await lock_holders(self.client, self.fleet.kured_namespace)
                 busy = [
                     name
@@ -259,8 +262,8 @@ class Chaos:
                 ]
                 if busy:
                     victim = self.rng.choice(busy)
-                    self.deleted.add(victim)
                     await self.client.delete(Node, victim)
+                    self.deleted.add(victim)
                     self.injected["delete-holder"] += 1
                     return
 
@@ -271,7 +274,7 @@ class Chaos:
             self._garbage_annotation if self.backend == ANNOTATION_BACKEND else self._garbage_lease
         )
         while await self._pause(POLL_SECONDS):
-            with contextlib.suppress(ApiError, OSError):
+            with contextlib.suppress(*API_ERRORS):
                 if await write():
                     self.injected["garbage-lock"] += 1
                     return
