@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from lightkube import AsyncClient, codecs
@@ -83,7 +86,7 @@ async def test_roll_reboots_every_node_within_the_concurrency(
 async def test_a_node_cordoned_before_stays_cordoned(
     fleet: FleetFactory, kube: AsyncClient
 ) -> None:
-    rolled = await start(fleet, 2)
+    rolled = await start(fleet, 3)  # two schedulable nodes take turns hosting the workload
     held = rolled.nodes[0]
     await kube.patch(Node, held, {"spec": {"unschedulable": True}})
     rolled.trigger()
@@ -341,3 +344,39 @@ async def test_max_unavailable_counts_nodes_down_for_any_reason(
     assert "max-unavailable 1: 1 of 2 nodes down" in kured_log(rolled, target)
     await kube.patch(Node, other, {"spec": {"unschedulable": None}})
     await wait_rolled(kube, rolled, [target])
+
+
+async def test_roll_with_the_released_manifests_and_kuredctl_status_mid_roll(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    """The objects users apply (generated from the chart) carry the RBAC the roll needs, and
+    `kubectl kured status` tells the truth while nodes reboot."""
+    rolled = await fleet(3)
+    await rolled.run_kured(FAST, manifests=[RELEASED], as_serviceaccount=True)
+    rolled.trigger()
+
+    async def mid_roll() -> dict[str, Any] | None:
+        report = await kuredctl_status(rolled)
+        holders = report["lock"]["holders"]
+        return report if holders else None
+
+    report = await wait_until(mid_roll, what="a lock holder in kuredctl status", within=30)
+    (holder,) = (h["nodeID"] for h in report["lock"]["holders"])
+    rows = {row["name"]: row for row in report["nodes"]}
+    assert set(rows) >= set(rolled.nodes)
+    assert rows[holder]["lock"] == "held"
+    assert rows[holder]["status"]["rebootRequired"]
+    await wait_rolled(kube, rolled)
+
+
+RELEASED = Path(__file__).resolve().parents[2] / "deploy" / "manifests" / "kured-0.1.0.yaml"
+
+
+async def kuredctl_status(fleet: Fleet) -> dict[str, Any]:
+    kuredctl = Path(sys.executable).parent / "kuredctl"  # the console script beside python
+    command = [str(kuredctl), "--kubeconfig", str(fleet.plane.kubeconfig)]
+    command += ["-n", fleet.kured_namespace, "status", "-o", "json"]
+    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
