@@ -147,6 +147,21 @@ class Agent:
         # When this agent first saw each lock holder in its present state (monotonic clock).
         self._holders_seen: dict[tuple[object, ...], float] = {}
 
+    @classmethod
+    def wired(
+        cls, config: Config, host: Host, kube: Kube, metrics: Metrics, health: Health
+    ) -> Agent:
+        """An agent with the blockers and notifier its configuration asks for."""
+        return cls(
+            config=config,
+            host=host,
+            kube=kube,
+            blockers=build_blockers(config, kube),
+            notifier=Notifier.from_config(config),
+            metrics=metrics,
+            health=health,
+        )
+
     # -- the loop ------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -890,13 +905,4 @@ async def run_daemon(config: Config, host: Host) -> None:
     server = MetricsServer(metrics, health, config.metrics_host, config.metrics_port)
     async with server, Kube(load_config(config.kubeconfig)) as kube:
         log.info("Serving /metrics and /healthz on %s:%d", config.metrics_host or "*", server.port)
-        agent = Agent(
-            config=config,
-            host=host,
-            kube=kube,
-            blockers=build_blockers(config, kube),
-            notifier=Notifier.from_config(config),
-            metrics=metrics,
-            health=health,
-        )
-        await agent.run()
+        await Agent.wired(config, host, kube, metrics, health).run()

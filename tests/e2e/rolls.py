@@ -14,12 +14,12 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from lightkube import AsyncClient
 from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Node, Pod
 
 from kured.lease import LOCK_LABEL
 from kured.lock import parse
@@ -131,3 +131,22 @@ def kured_log(fleet: Fleet, node: str) -> str:
 def status_of(annotations: dict[str, str]) -> dict[str, Any]:
     value: dict[str, Any] = json.loads(annotations.get("kured.dev/status", "{}"))
     return value
+
+
+async def precious_pod(kube: AsyncClient, fleet: Fleet, node: str) -> None:
+    """A pod labelled role=precious bound to ``node`` (for --blocking-pod-selector)."""
+    namespace = await fleet.workload()
+    pod = Pod.from_dict(
+        {
+            "metadata": {
+                "name": "precious",
+                "namespace": namespace,
+                "labels": {"role": "precious"},
+            },
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.2"}],
+            },
+        }
+    )
+    await kube.create(cast(Pod, pod))

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import httpx2
 import pytest
@@ -30,6 +30,7 @@ from tests.e2e.rolls import (
     kured_log,
     lock_holders,
     node_annotations,
+    precious_pod,
     status_of,
     wait_rolled,
     watching,
@@ -317,24 +318,6 @@ async def test_blocked_too_long_is_told_to_every_url(
 async def _both(receiver: Receiver) -> bool:
     paths = {p for p, body in receiver.received if "blocked" in str(body.get("message"))}
     return paths == {"/ops", "/oncall"}
-
-
-async def precious_pod(kube: AsyncClient, fleet: Fleet, node: str) -> None:
-    namespace = await fleet.workload()
-    pod = Pod.from_dict(
-        {
-            "metadata": {
-                "name": "precious",
-                "namespace": namespace,
-                "labels": {"role": "precious"},
-            },
-            "spec": {
-                "nodeName": node,
-                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.2"}],
-            },
-        }
-    )
-    await kube.create(cast(Pod, pod))
 
 
 async def test_drain_failure_names_the_budget(

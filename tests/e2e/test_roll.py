@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from lightkube import AsyncClient, codecs
@@ -31,6 +31,7 @@ from tests.e2e.rolls import (
     kured_log,
     lock_holders,
     node_annotations,
+    precious_pod,
     status_of,
     wait_rolled,
     watching,
@@ -99,21 +100,7 @@ async def test_a_node_cordoned_before_stays_cordoned(
 async def test_blocking_pod_blocks_only_its_node(fleet: FleetFactory, kube: AsyncClient) -> None:
     rolled = await start(fleet, 2, "--blocking-pod-selector=role=precious")
     blocked = rolled.nodes[0]
-    namespace = await rolled.workload()  # idempotent: the workload's namespace
-    pod = Pod.from_dict(
-        {
-            "metadata": {
-                "name": "precious",
-                "namespace": namespace,
-                "labels": {"role": "precious"},
-            },
-            "spec": {
-                "nodeName": blocked,
-                "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.2"}],
-            },
-        }
-    )
-    await kube.create(cast(Pod, pod))
+    await precious_pod(kube, rolled, blocked)
     rolled.trigger()
     await wait_rolled(kube, rolled, [rolled.nodes[1]])
     assert not rolled.reboots(blocked)

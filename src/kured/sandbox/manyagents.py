@@ -32,13 +32,12 @@ from pathlib import Path
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 
-from kured.agent import HEALTH_STUCK_SECONDS, Agent, build_blockers
+from kured.agent import HEALTH_STUCK_SECONDS, Agent
 from kured.cli import parse_args
 from kured.config import Config
 from kured.host import SimulatedHost
 from kured.kube import Kube, load_config
 from kured.metrics import Health, Metrics
-from kured.notify import Notifier
 from kured.sandbox.controlplane import ControlPlane
 from kured.sandbox.fleet import FleetConfig
 from kured.sandbox.state import FLEET_LABEL, NodeDir
@@ -119,15 +118,8 @@ class ManyAgents:
     async def _run_until_down(self, config: Config, host: _Host) -> None:
         """Run one agent lifetime: from its start to the reboot it commands."""
         async with Kube(load_config(str(self.kubeconfig))) as kube:
-            agent = Agent(
-                config=config,
-                host=host,
-                kube=kube,
-                blockers=build_blockers(config, kube),
-                notifier=Notifier.from_config(config),
-                metrics=Metrics(config.node_id),
-                health=Health(stuck_after=HEALTH_STUCK_SECONDS),
-            )
+            metrics, health = Metrics(config.node_id), Health(stuck_after=HEALTH_STUCK_SECONDS)
+            agent = Agent.wired(config, host, kube, metrics, health)
             running = asyncio.create_task(agent.run())
             going_down = asyncio.create_task(host.down.wait())
             try:
