@@ -22,11 +22,10 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-if TYPE_CHECKING:
-    from kured.config import Config
+from kured.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -369,13 +368,14 @@ def unknown_placeholders(template: str) -> list[str]:
 class Templates:
     """The message templates (``--message-template-*``), Go kured's three and ours."""
 
-    drain: str = "Draining node %s"
-    reboot: str = "Rebooting node %s"
-    uncordon: str = "Node %s rebooted & uncordoned successfully!"
-    blocked: str = "Reboot of node %s blocked for {duration}: {reason}"
-    drain_failed: str = "Draining node %s failed: {reason}"
-    reboot_loop: str = "Node %s: {reason}; not rebooting it again"
-    gate_timeout: str = "Node %s: {reason}; holding the reboot lock"
+    # The defaults are the flags' (the Config fields' class attributes hold them).
+    drain: str = Config.message_template_drain
+    reboot: str = Config.message_template_reboot
+    uncordon: str = Config.message_template_uncordon
+    blocked: str = Config.message_template_blocked
+    drain_failed: str = Config.message_template_drain_failed
+    reboot_loop: str = Config.message_template_reboot_loop
+    gate_timeout: str = Config.message_template_gate_timeout
 
     def render(self, event: Event, node: str, details: Details = Details()) -> str:
         template: str = getattr(self, event.replace("-", "_"))
