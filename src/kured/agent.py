@@ -28,26 +28,36 @@ import httpx2
 
 from kured.alerts import PrometheusBlocker, PrometheusQueryError, instant_query
 from kured.blockers import Blocker, PodBlocker, QueryBlocker, first_block
-from kured.capacity import NodeState, over_budget
+from kured.capacity import over_budget
 from kured.config import Config
 from kured.drain import Drainer, DrainError, DrainOptions
 from kured.durations import format_go_duration
 from kured.events import EventRecorder, Reason
+from kured.facts import (
+    age,
+    annotations_of,
+    holder_facts,
+    labels,
+    node_health_problem,
+    node_state,
+    paused,
+    pod_key,
+    pod_ready,
+    status_of,
+    witnessed,
+)
 from kured.host import Host, HostError
-from kured.kube import ApiError, DaemonSet, Kube, Node, Pod, load_config
+from kured.kube import ApiError, DaemonSet, Kube, Node, load_config
 from kured.lease import LeaseLock
-from kured.lock import DaemonSetLock, Lock, LockEntry, LockFormatError, LockView
+from kured.lock import DaemonSetLock, Lock, LockFormatError, LockView
 from kured.metrics import Health, Metrics, MetricsServer
 from kured.need import RebootNeed, assess, sentinel_source
 from kured.notify import Details, Notifier
 from kured.policy import (
-    PAUSED_ANNOTATION,
     PROGRESS_ANNOTATION,
     STATUS_ANNOTATION,
     Decision,
-    HolderFacts,
     Observation,
-    PauseNote,
     Phase,
     Progress,
     Step,
@@ -230,7 +240,7 @@ class Agent:
         need = self._assess(self._last_sentinel, now)
         self._metrics.set_reboot_required(need.required)
         self._metrics.set_reboot_reason(need.kind)
-        progress = Progress.from_json(_annotations(node).get(PROGRESS_ANNOTATION))
+        progress = Progress.from_json(annotations_of(node).get(PROGRESS_ANNOTATION))
         entry = lock.record.entry_of(self.node_id)
         stale = await self._stale_holders(lock, now) if entry is None else {}
         taken = len(lock.record.entries) - len(stale)
@@ -248,7 +258,7 @@ class Agent:
                 if progress.phase is not Phase.IDLE
                 else bool(entry and entry.unschedulable_before)
             ),
-            paused=_paused(ds, node),
+            paused=paused(ds, node),
             max_consecutive_reboots=self.config.max_consecutive_reboots,
             reboot_reason=need.reason,
             dry_run=self.config.dry_run,
@@ -257,7 +267,7 @@ class Agent:
             obs = replace(
                 obs,
                 gate=await self._gate_problem(node, progress),
-                gate_timed_out=_age(progress.since, now) > self.config.post_reboot_gate_timeout,
+                gate_timed_out=age(progress.since, now) > self.config.post_reboot_gate_timeout,
             )
         self._metrics.window_open.set(obs.window_open)
         self._metrics.lock_held.set(obs.holds_lock)
@@ -296,7 +306,7 @@ class Agent:
         selector = self.config.post_reboot_pod_selector
         if selector:
             pods = await self._kube.list_pods(node=self.node_id, selector=selector)
-            unready = sorted(_key(p) for p in pods if not _pod_ready(p))
+            unready = sorted(pod_key(p) for p in pods if not pod_ready(p))
             if unready:
                 return f"pods not Ready: {', '.join(unready)}"
         query = self.config.post_reboot_gate_query
@@ -331,7 +341,7 @@ class Agent:
             member = node if name == self.node_id else await self._kube.get_node(name)
             if member is None or not self._same_group(member, node):
                 continue
-            progress = Progress.from_json(_annotations(member).get(PROGRESS_ANNOTATION))
+            progress = Progress.from_json(annotations_of(member).get(PROGRESS_ANNOTATION))
             if progress.phase is not Phase.IDLE:
                 holders[name] = progress.unschedulable_before
         if await self.lock.rebuild(ds, holders):
@@ -357,7 +367,7 @@ class Agent:
     def _same_group(self, other: Node, mine: Node) -> bool:
         """``--lock-group-label``: only nodes of this node's group share its lock."""
         label = self.config.lock_group_label
-        return not label or _labels(other).get(label) == _labels(mine).get(label)
+        return not label or labels(other).get(label) == labels(mine).get(label)
 
     async def _stale_holders(self, lock: LockView, now: datetime) -> dict[str, str]:
         """Holders whose slot may be taken over, with why (only asked when every slot is taken)."""
@@ -499,7 +509,7 @@ class Agent:
         await self._events.record(seen.node, Reason.REBOOTED, "Node is back from its reboot")
         await self._uncordon(decision, seen)
         await self._set_labels(self.config.post_reboot_node_labels)
-        took = _age(obs.progress.since, datetime.now(UTC))  # since the reboot was commanded
+        took = age(obs.progress.since, datetime.now(UTC))  # since the reboot was commanded
         await self._notify("uncordon", self.node_id, self._details(seen, lasted=took))
         await self._set_taint(seen.node, False)
         in_a_row = obs.progress.consecutive_reboots + 1 if obs.reboot_required else 0
@@ -518,7 +528,7 @@ class Agent:
             log.error("Post-reboot health gate failed; keeping the lock: %s", decision.reason)
             self._metrics.gate_timeouts.inc()
             await self._events.record(seen.node, Reason.GATE_TIMEOUT, decision.reason)
-            waited = _age(seen.obs.progress.since, datetime.now(UTC))
+            waited = age(seen.obs.progress.since, datetime.now(UTC))
             details = self._details(seen, decision.reason, waited)
             await self._notify("gate-timeout", self.node_id, details)
         return GATE_POLL_SECONDS
@@ -622,7 +632,7 @@ class Agent:
 
     async def _publish_status(self, decision: Decision, seen: Seen) -> None:
         """Keep ``kured.dev/status`` current (written only when it changes) and tell of news."""
-        obs, old = seen.obs, _status(seen.node)
+        obs, old = seen.obs, status_of(seen.node)
         new = {
             "rebootRequired": obs.reboot_required,
             "reason": obs.reboot_reason,
@@ -671,7 +681,7 @@ class Agent:
         """``--annotate-nodes``: stamp the node once per reboot, as Go kured does."""
         if not self.config.annotate_nodes:
             return
-        if REBOOT_IN_PROGRESS_ANNOTATION in _annotations(seen.node):
+        if REBOOT_IN_PROGRESS_ANNOTATION in annotations_of(seen.node):
             return
         stamp = now_rfc3339()
         await self._annotate(
@@ -741,116 +751,6 @@ class Agent:
             with contextlib.suppress(Exception):
                 if await self._host.reboot_required() != self._last_sentinel:
                     self._wake.set()
-
-
-def _labels(node: Node) -> dict[str, str]:
-    return dict((node.metadata.labels if node.metadata else None) or {})
-
-
-def _annotations(obj: Node | DaemonSet) -> dict[str, str]:
-    return dict((obj.metadata.annotations if obj.metadata else None) or {})
-
-
-def _status(node: Node) -> dict[str, Any]:
-    with contextlib.suppress(ValueError, TypeError):
-        value = json.loads(_annotations(node).get(STATUS_ANNOTATION) or "{}")
-        if isinstance(value, dict):
-            return value
-    return {}
-
-
-def witnessed(facts: HolderFacts, entry: LockEntry, watched: float) -> HolderFacts:
-    """A holder's ages, no longer than this agent has watched it in its present state.
-
-    Expiry and condition age compare the wall clocks of different machines (the holder's,
-    its kubelet's, this node's): one that jumps ahead would make a holder that is mid-reboot
-    look stale at once, and a second node would go down beside it. Measured at most over
-    ``watched`` seconds of this node's monotonic clock (since it first saw the same entry,
-    readiness, phase and boot), a wrong wall clock can only delay a reclaim.
-    """
-    return replace(
-        facts,
-        expired=facts.expired and watched >= entry.ttl.total_seconds(),
-        condition_age=min(facts.condition_age, watched),
-    )
-
-
-def holder_facts(entry: LockEntry, node: Node | None, now: datetime) -> HolderFacts:
-    """What a lock holder's Node says about whether it is still using its slot."""
-    hand_set, expired = entry.created is None, entry.expired(now)
-    if node is None:
-        return HolderFacts(node_exists=False, hand_set=hand_set, expired=expired)
-    progress = Progress.from_json(_annotations(node).get(PROGRESS_ANNOTATION))
-    status = node.status
-    boot = status.nodeInfo.bootID if status and status.nodeInfo else ""
-    ready = next(
-        (c for c in (status.conditions if status else None) or [] if c.type == "Ready"), None
-    )
-    since = ready.lastTransitionTime if ready else None
-    return HolderFacts(
-        node_exists=True,
-        hand_set=hand_set,
-        expired=expired,
-        phase=progress.phase,
-        boot_changed=bool(progress.boot_id) and boot != progress.boot_id,
-        ready=bool(ready and ready.status == "True"),
-        condition_age=(now - since).total_seconds() if since else math.inf,
-    )
-
-
-PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
-
-
-def node_health_problem(node: Node, boot_before: str) -> str:
-    """The kubelet's view: Ready, no pressure, and a boot id other than the one before."""
-    status = node.status
-    conditions = {c.type: c.status for c in (status.conditions if status else None) or []}
-    if conditions.get("Ready") != "True":
-        return "node not Ready"
-    pressured = [c for c in PRESSURE_CONDITIONS if conditions.get(c) == "True"]
-    if pressured:
-        return f"node under {', '.join(pressured)}"
-    boot = status.nodeInfo.bootID if status and status.nodeInfo else ""
-    if boot_before and boot == boot_before:
-        return "kubelet still reports the boot id from before the reboot"
-    return ""
-
-
-def _pod_ready(pod: Pod) -> bool:
-    conditions = (pod.status.conditions if pod.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
-
-
-def _key(pod: Pod) -> str:
-    meta = pod.metadata
-    return f"{meta.namespace}/{meta.name}" if meta else "?"
-
-
-def _age(rfc3339: str, now: datetime) -> timedelta:
-    try:
-        return now - datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
-    except ValueError:
-        return timedelta(0)
-
-
-def node_state(node: Node) -> NodeState:
-    """A Node as ``--max-unavailable`` counts it."""
-    conditions = (node.status.conditions if node.status else None) or []
-    progress = Progress.from_json(_annotations(node).get(PROGRESS_ANNOTATION))
-    return NodeState(
-        name=(node.metadata.name if node.metadata else None) or "",
-        ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
-        unschedulable=bool(node.spec and node.spec.unschedulable),
-        draining=progress.phase is not Phase.IDLE,
-    )
-
-
-def _paused(ds: DaemonSet, node: Node) -> str:
-    for scope, obj in (("cluster-wide", ds), ("node", node)):
-        value = _annotations(obj).get(PAUSED_ANNOTATION)
-        if value is not None:
-            return f"{scope}, {PauseNote.parse(value).describe()}"
-    return ""
 
 
 def _dumps(value: dict[str, Any]) -> str:

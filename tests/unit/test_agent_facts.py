@@ -9,8 +9,8 @@ from typing import Any, cast
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Node, Pod
 
-from kured.agent import holder_facts, node_health_problem, witnessed
 from kured.drain import must_stay
+from kured.facts import holder_facts, node_health_problem, witnessed
 from kured.lock import LockEntry
 from kured.policy import Phase, Progress, reclaim_reason
 

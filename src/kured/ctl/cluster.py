@@ -23,12 +23,12 @@ from kured.ctl.model import (
     HistoryEntry,
     LockSummary,
     StatusReport,
-    annotations_of,
     build_status,
     describe_lock,
     history,
     summarize_lock,
 )
+from kured.facts import annotations_of
 from kured.kube import ApiError, Conflict, DaemonSet, Kube, load_config
 from kured.lock import DaemonSetLock, LockFormatError
 from kured.policy import PAUSED_ANNOTATION, PauseNote

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from kured.facts import annotations_of
 from kured.kube import DaemonSet, Event, Node
 from kured.lock import LockFormatError, parse
 from kured.policy import (
@@ -28,12 +29,6 @@ from kured.policy import (
 )
 
 DEFAULT_AUTHOR = "kuredctl"
-
-
-def annotations_of(obj: Node | DaemonSet) -> dict[str, str]:
-    """An object's annotations (an empty dict when it has none)."""
-    meta = obj.metadata
-    return dict((meta.annotations if meta else None) or {})
 
 
 def rfc3339(moment: datetime) -> str:

@@ -21,7 +21,8 @@ from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Node
 
 from kured.config import DEFAULT_LOCK_ANNOTATION
-from kured.ctl.model import AgentStatus, annotations_of
+from kured.ctl.model import AgentStatus
+from kured.facts import annotations_of
 from kured.lock import LockFormatError, parse
 from kured.policy import PROGRESS_ANNOTATION, STATUS_ANNOTATION, Phase, Progress
 from kured.sandbox.fleet import FleetConfig
