@@ -40,6 +40,7 @@ from tests.e2e.rolls import (
 pytestmark = pytest.mark.e2e
 
 FAST = ["--period=2s"]
+BACKENDS = ["daemonset-annotation", "lease"]
 # How the simulator tells the two reboot methods apart (sandbox/supervisor.py).
 HOW = {"command": "reboot requested", "signal": "init stand-in got"}
 
@@ -266,13 +267,18 @@ async def test_go_kured_lock_format_is_written(fleet: FleetFactory, kube: AsyncC
     await wait_rolled(kube, rolled)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_daemon_restart_mid_drain_is_not_a_reboot(
-    fleet: FleetFactory, kube: AsyncClient
+    fleet: FleetFactory, kube: AsyncClient, backend: str
 ) -> None:
     """Go kured's worst failure: a pod restart while holding the lock counts as "rebooted"."""
     rolled = await fleet(2)
     await rolled.workload(stop_seconds=3)
-    await rolled.run_kured(FAST, manifests=default_manifests(), as_serviceaccount=True)
+    await rolled.run_kured(
+        [*FAST, f"--lock-backend={backend}"],
+        manifests=default_manifests(),
+        as_serviceaccount=True,
+    )
     async with watching(kube, rolled) as seen:
         rolled.trigger()
 
@@ -293,8 +299,17 @@ async def test_a_daemon_restart_mid_drain_is_not_a_reboot(
     assert all(len(rolled.reboots(node)) == 1 for node in rolled.nodes)
 
 
-async def test_each_zone_gets_its_own_slots(fleet: FleetFactory, kube: AsyncClient) -> None:
-    rolled = await start(fleet, 6, f"--lock-group-label={ZONE_LABEL}", workload=False)
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_each_zone_gets_its_own_slots(
+    fleet: FleetFactory, kube: AsyncClient, backend: str
+) -> None:
+    rolled = await start(
+        fleet,
+        6,
+        f"--lock-group-label={ZONE_LABEL}",
+        f"--lock-backend={backend}",
+        workload=False,
+    )
     async with watching(kube, rolled) as seen:
         rolled.trigger()
         await wait_rolled(kube, rolled)
