@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kured.sandbox.audit_check import (
@@ -19,6 +20,7 @@ from kured.sandbox.audit_check import (
     node_writes,
     timestamp,
 )
+from kured.sandbox.chaos import AuditMark
 
 KURED = "system:serviceaccount:f1-kured:kured"
 ADMIN = "sandbox-admin"
@@ -315,3 +317,14 @@ def test_a_deleted_node_counts_until_its_deletion_and_is_exempt_afterwards() -> 
     verdict = check(roll)
     assert verdict.violations == ()
     assert verdict.stuck == ()
+
+
+def test_the_audit_log_since_a_mark_survives_its_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    log.write_text('{"n": 1}\n')
+    mark = AuditMark.of(log)
+    with log.open("a") as out:
+        out.write('{"n": 2}\n')
+    log.rename(tmp_path / "audit-2026-11-22T03-50-55.859.log")  # what the API server does
+    log.write_text('{"n": 3}\n{"n": 4')  # the last line half-written
+    assert [event["n"] for event in mark.events_since(log)] == [2, 3]

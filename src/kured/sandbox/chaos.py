@@ -55,6 +55,7 @@ from kured.sandbox.faults import (
     Plan,
     lock_holders,
 )
+from kured.sandbox.state import SandboxError
 
 BACKENDS = (ANNOTATION_BACKEND, LEASE_BACKEND)
 SETTLE_SECONDS = 3.0  # after a roll looks finished: long enough to see a second reboot
@@ -206,7 +207,7 @@ async def _roll(
         heavy=settings.heavy,
         clock=run.clock_library is not None,
     )
-    audit_from = run.plane.state.audit_log.stat().st_size
+    audit_from = AuditMark.of(run.plane.state.audit_log)
     triggered = time.time()
     fleet.trigger()
     watch = NodeWatch(run.client, fleet.name)
@@ -276,11 +277,11 @@ async def _until(check: Callable[[], Awaitable[bool]], deadline: float) -> bool:
 
 
 async def _facts(
-    run: Run, fleet: Fleet, audit_from: int, triggered: float, pre_cordoned: str
+    run: Run, fleet: Fleet, audit_from: AuditMark, triggered: float, pre_cordoned: str
 ) -> Roll:
     """What the checker gets: the audit log since the roll began, the hosts' reboot
     histories and the cluster's end state."""
-    events = list(_audit_events(run.plane.state.audit_log, audit_from))
+    events = list(audit_from.events_since(run.plane.state.audit_log))
     final = {}
     for name in fleet.nodes:
         with contextlib.suppress(ApiError):
@@ -311,13 +312,32 @@ def _save(path: Path, roll: Roll) -> None:
     path.write_text(json.dumps(dataclasses.asdict(roll), default=sorted, indent=1))
 
 
-def _audit_events(path: Path, offset: int) -> Iterator[dict[str, Any]]:
-    """The audit log's events written since offset (a half-written last line is skipped)."""
-    with path.open("rb") as log:
-        log.seek(offset)
-        for line in log:
-            with contextlib.suppress(ValueError):
-                yield json.loads(line)
+@dataclass(frozen=True)
+class AuditMark:
+    """Where the audit log ended when a roll began. The API server rotates it (at
+    --audit-log-maxsize, renaming it to audit-<time>.log), so the file is told by inode."""
+
+    inode: int
+    offset: int
+
+    @classmethod
+    def of(cls, path: Path) -> AuditMark:
+        status = path.stat()
+        return cls(status.st_ino, status.st_size)
+
+    def events_since(self, path: Path) -> Iterator[dict[str, Any]]:
+        """Every event written since: the rest of the marked file, then every newer one (a
+        half-written last line is skipped)."""
+        chain = [*sorted(path.parent.glob(f"{path.stem}-*{path.suffix}")), path]  # oldest first
+        start = next((i for i, f in enumerate(chain) if f.stat().st_ino == self.inode), None)
+        if start is None:
+            raise SandboxError(f"the audit log a roll began in is gone from {path.parent}")
+        for number, file in enumerate(chain[start:]):
+            with file.open("rb") as log:
+                log.seek(self.offset if number == 0 else 0)
+                for line in log:
+                    with contextlib.suppress(ValueError):
+                        yield json.loads(line)
 
 
 async def chaos(

@@ -225,6 +225,9 @@ class _Launcher:
             f"--audit-policy-file={root / 'audit-policy.yaml'}",
             f"--audit-log-path={self.state.audit_log}",
             "--audit-log-format=json",
+            # Rotated (renamed audit-<time>.log) past this many MB; the default, 100, is
+            # reached by a long chaos run, and the e2e `audit` fixture reads audit.log only.
+            "--audit-log-maxsize=1024",
             "--profiling=false",
         ]
 

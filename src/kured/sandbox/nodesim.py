@@ -57,7 +57,9 @@ async def _ignore_missing(call: Awaitable[object]) -> None:
 
 async def _persist(what: str, call: Callable[[], Awaitable[object]]) -> None:
     """Retry a write that a node's story depends on (NotReady before its pods stop, Ready
-    after the reboot) until the API server takes it."""
+    after the reboot, a pod's Running or final deletion) until the API server takes it: a
+    pod left not Ready by one failed write holds its PodDisruptionBudget, and every drain,
+    forever (a real kubelet keeps syncing)."""
     while True:
         try:
             await call()
@@ -441,15 +443,23 @@ class Kubelet:
 
     async def _start(self, pod: SimPod) -> None:
         await asyncio.sleep(self.config.pod_start_seconds)
-        await self.client.patch(PodStatus, pod.name, running_status(pod), namespace=pod.namespace)
+        await _persist(
+            f"pod {pod.namespace}/{pod.name}: post Running",
+            lambda: _ignore_missing(
+                self.client.patch(PodStatus, pod.name, running_status(pod), namespace=pod.namespace)
+            ),
+        )
         pod.running = True
 
     async def _stop(self, pod: SimPod) -> None:
         """The node went down under a running pod: it restarts when the node is back."""
         pod.running = False
         pod.restarts += 1
-        await _ignore_missing(
-            self.client.patch(PodStatus, pod.name, not_ready_status(), namespace=pod.namespace)
+        await _persist(
+            f"pod {pod.namespace}/{pod.name}: post not ready",
+            lambda: _ignore_missing(
+                self.client.patch(PodStatus, pod.name, not_ready_status(), namespace=pod.namespace)
+            ),
         )
 
     async def _finish_deletion(self, pod: SimPod) -> None:
@@ -458,8 +468,11 @@ class Kubelet:
         if pod.running:
             left = max(0.0, pod.deletion_at - time.time())
             await asyncio.sleep(min(pod.stop_seconds, left))
-        await _ignore_missing(
-            self.client.delete(Pod, pod.name, namespace=pod.namespace, grace_period=0)
+        await _persist(
+            f"pod {pod.namespace}/{pod.name}: delete",
+            lambda: _ignore_missing(
+                self.client.delete(Pod, pod.name, namespace=pod.namespace, grace_period=0)
+            ),
         )
 
     async def run(self) -> None:
