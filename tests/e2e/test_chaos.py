@@ -31,13 +31,9 @@ FAST = ["--period=2s"]
 async def test_short_chaos_run_has_no_violations_and_nothing_stuck(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
-    # etcd only: after a crash of the API server, the controller-manager can take two more
-    # minutes to count evicted pods as gone (PodDisruptionBudgets block every drain till
-    # then), too slow for CI; `make chaos` restarts both.
-    settings = Settings(restarts=("etcd",), roll_timeout=150.0)
     totals = await chaos(
         control_plane,
-        settings,
+        Settings(),
         backends=BACKENDS,
         faults=12,
         seed=20261122,

@@ -198,7 +198,8 @@ async def _roll(
         as_serviceaccount=True,
         env=env,
     )
-    restart = settings.restarts[number % len(settings.restarts)] if settings.restarts else ""
+    turn = number + BACKENDS.index(backend)  # so that one roll per backend restarts both
+    restart = settings.restarts[turn % len(settings.restarts)] if settings.restarts else ""
     plan = Plan.draw(
         rng,
         fleet.nodes,
