@@ -127,9 +127,15 @@ class LeaseLock:
                 log.warning("Could not renew the lock lease: %s", err)
 
     async def changes(self) -> AsyncIterator[object]:
-        """Each change of who holds which slot (renewals, every few seconds, are not news)."""
+        """Each change of who holds which slot (renewals, every few seconds, are not news).
+
+        Every group's slots, not only this node's group's: ``--max-unavailable`` counts the
+        nodes of all groups, so a release elsewhere can be this node's turn (the annotation
+        backend's DaemonSet watch sees every group's annotation likewise).
+        """
         holders: dict[str, str] = {}
-        async for event, lease in self._kube.watch_leases(self._namespace, self._labels):
+        every_group = {LOCK_LABEL: self._name}
+        async for event, lease in self._kube.watch_leases(self._namespace, every_group):
             holder = "" if event == "DELETED" else holder_of(lease)
             if holders.get(lease_name(lease)) != holder:
                 holders[lease_name(lease)] = holder

@@ -372,6 +372,28 @@ async def test_max_unavailable_caps_every_zone_together(
     assert seen.most_at_once == 1
 
 
+async def test_a_freed_slot_is_taken_at_once_not_at_the_next_period(
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
+) -> None:
+    """Hand-off by watch, across --lock-group-label groups too: the two nodes are in
+    different zones, so each has a slot, but --max-unavailable=1 lets only one go down; the
+    other goes as soon as the first lets go, although its next --period is a minute away."""
+    rolled = await start(
+        fleet,
+        2,
+        "--period=1m",
+        f"--lock-group-label={ZONE_LABEL}",
+        "--max-unavailable=1",
+        lock_backend,
+        workload=False,
+    )
+    async with watching(kube, rolled) as seen:
+        rolled.trigger()
+        await wait_rolled(kube, rolled, within=40)
+    assert seen.most_at_once == 1
+    assert len(set(seen.zones.values())) == 2
+
+
 async def test_max_unavailable_counts_nodes_down_for_any_reason(
     fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:
