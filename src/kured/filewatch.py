@@ -5,7 +5,7 @@ manager at any time; a stat every few seconds notices it late by up to that
 interval and wakes the daemon for nothing in between. inotify costs nothing
 while nothing happens. It is reached through ctypes (libc's ``inotify_init1``
 and ``inotify_add_watch``), so there is no dependency; where it is not available
-(not Linux, no such directory, the per-user limit of inotify instances reached)
+(not Linux, no such directory, the per-user limits of inotify reached)
 :class:`FileWatch` raises :class:`OSError` and the caller polls instead.
 
 The directory is watched rather than the file, because the file does not exist
@@ -21,6 +21,7 @@ import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
 # <sys/inotify.h>
 IN_MOVED_FROM = 0x040
@@ -43,21 +44,10 @@ class FileWatch:
     def __init__(self, path: str) -> None:
         target = Path(path)
         self._name = os.fsencode(target.name)
-        libc = ctypes.CDLL(None, use_errno=True)
-        try:
-            init, add_watch = libc.inotify_init1, libc.inotify_add_watch
-        except AttributeError as err:
-            raise OSError("inotify is not available") from err
-        self._fd: int = init(IN_NONBLOCK | IN_CLOEXEC)
-        if self._fd < 0:
-            raise _errno_error("inotify_init1")
-        if add_watch(self._fd, os.fsencode(target.parent), NAME_EVENTS) < 0:
-            error = _errno_error(f"inotify_add_watch {target.parent}")
-            os.close(self._fd)
-            raise error
         self._changed = asyncio.Event()
         self._lost = False
-        asyncio.get_running_loop().add_reader(self._fd, self._read)
+        self._inotify = _Inotify.of(asyncio.get_running_loop())
+        self._wd = self._inotify.add(self, os.fsencode(target.parent))
 
     def __enter__(self) -> FileWatch:
         return self
@@ -68,8 +58,7 @@ class FileWatch:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        asyncio.get_running_loop().remove_reader(self._fd)
-        os.close(self._fd)
+        self._inotify.remove(self, self._wd)
 
     async def changes(self) -> AsyncIterator[None]:
         """Forever, once per change of the file (or lost events); OSError when the
@@ -78,28 +67,83 @@ class FileWatch:
             await self._changed.wait()
             self._changed.clear()
             if self._lost:
-                raise OSError("the sentinel's directory is no longer watched")
+                raise OSError("the directory is no longer watched")
             yield
+
+    def notice(self, mask: int, name: bytes) -> None:
+        if mask & IN_IGNORED:
+            self._lost = True
+        if mask & (IN_IGNORED | IN_Q_OVERFLOW) or name == self._name:
+            self._changed.set()
+
+
+class _Inotify:
+    """One inotify instance per event loop, shared by its FileWatches: a user may have only
+    128 instances by default, and the benchmark runs 200 agents in one process."""
+
+    _of_loop: ClassVar[dict[asyncio.AbstractEventLoop, _Inotify]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            self._add_watch, self._rm_watch = libc.inotify_add_watch, libc.inotify_rm_watch
+            self._fd: int = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        except AttributeError as err:
+            raise OSError("inotify is not available") from err
+        if self._fd < 0:
+            raise _errno_error("inotify_init1")
+        self._loop = loop
+        self._watches: dict[int, list[FileWatch]] = {}
+        loop.add_reader(self._fd, self._read)
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Inotify:
+        if loop not in cls._of_loop:
+            cls._of_loop[loop] = cls(loop)
+        return cls._of_loop[loop]
+
+    def add(self, watch: FileWatch, directory: bytes) -> int:
+        wd: int = self._add_watch(self._fd, directory, NAME_EVENTS)
+        if wd < 0:
+            error = _errno_error(f"inotify_add_watch {os.fsdecode(directory)}")
+            self._close_if_unused()
+            raise error
+        self._watches.setdefault(wd, []).append(watch)
+        return wd
+
+    def remove(self, watch: FileWatch, wd: int) -> None:
+        sharing = self._watches.get(wd, [])
+        if watch in sharing:
+            sharing.remove(watch)
+        if not sharing and self._watches.pop(wd, None) is not None:
+            self._rm_watch(self._fd, wd)
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        if not self._watches:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            del self._of_loop[self._loop]
 
     def _read(self) -> None:
         try:
             data = os.read(self._fd, READ_SIZE)
         except BlockingIOError:
             return
-        for mask, name in _events(data):
-            if mask & IN_IGNORED:
-                self._lost = True
-            if mask & (IN_IGNORED | IN_Q_OVERFLOW) or name == self._name:
-                self._changed.set()
+        for wd, mask, name in _events(data):
+            overflow = mask & IN_Q_OVERFLOW  # wd is -1: any watch may have missed events
+            for key, sharing in self._watches.items():
+                for watch in sharing if overflow or key == wd else ():
+                    watch.notice(mask, name)
 
 
-def _events(data: bytes) -> list[tuple[int, bytes]]:
-    """(mask, name) of each ``struct inotify_event`` in one read."""
+def _events(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(wd, mask, name) of each ``struct inotify_event`` in one read."""
     events, offset = [], 0
     while offset + EVENT_HEADER.size <= len(data):
-        _wd, mask, _cookie, length = EVENT_HEADER.unpack_from(data, offset)
+        wd, mask, _cookie, length = EVENT_HEADER.unpack_from(data, offset)
         start = offset + EVENT_HEADER.size
-        events.append((mask, data[start : start + length].rstrip(b"\0")))
+        events.append((wd, mask, data[start : start + length].rstrip(b"\0")))
         offset = start + length
     return events
 

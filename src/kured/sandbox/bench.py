@@ -300,7 +300,8 @@ async def makespan(bench: Bench) -> dict[str, Any]:
 
 async def _detect_once(watch: Watch, fleet: Fleet, node: str) -> float:
     """One sample: the node's sentinel created at a random moment of its daemon's sentinel
-    check cycle, then seconds until the node shows cordoned; waits until it is done."""
+    check cycle (where it polls; with inotify the moment does not matter), then seconds until
+    the node shows cordoned; waits until it is done."""
     await asyncio.sleep(random.uniform(0, SENTINEL_POLL_SECONDS))
     line = watch.roll.timelines[node]
     created = time.monotonic()
