@@ -6,9 +6,10 @@ of effects run against a real API server rather than against mocks of it.
 
 Two things lightkube does not do for us are done here with the same
 authenticated HTTP connection: lists with label selectors given as strings
-(kured's flags take selector strings such as ``app in (a,b)``), and discovery of
+(kured's flags take selector strings such as ``app in (a,b)``), discovery of
 which Eviction API version the server serves (``policy/v1`` since Kubernetes
-1.22, ``policy/v1beta1`` before).
+1.22, ``policy/v1beta1`` before), and the drain's watches of the node's pods and
+of PodDisruptionBudgets in that version, read as plain JSON.
 """
 
 from __future__ import annotations
