@@ -1,6 +1,7 @@
 """The drain waits on watches, not on its clocks: a refused eviction is retried as soon as its
 PodDisruptionBudget has room, and evicted pods are seen going as they go. With Go kured's
-RBAC (no watch) it falls back to the back-off and to polling, and says so once.
+RBAC (no watch) it falls back to the back-off and to polling, and says so once; and
+--skip-wait-for-delete-timeout still ends the wait for a pod on time while it is watched.
 
 The drainer runs in the test's process, as a ServiceAccount with the RBAC under test, against
 the sandbox's real API server; its clocks are set long enough that a drain that waited on
@@ -11,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lightkube import AsyncClient, codecs
 from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
 
 from kured import drain
 from kured.drain import Drainer, DrainOptions
@@ -182,3 +186,33 @@ async def test_without_watch_rights_the_drain_falls_back_to_its_clocks(
         "Not allowed to watch pods",
     ]
     assert not set(before) & set(await pods_on(kube, node))  # replacements may land there
+
+
+@pytest.mark.usefixtures("slow_clocks")
+async def test_skip_wait_for_delete_timeout_ends_the_wait_on_time(
+    fleet: FleetFactory, kube: AsyncClient, control_plane: ControlPlane
+) -> None:
+    """A pod that never goes (here a finalizer holds it, as a dead kubelet would) is not
+    waited for once its deletion is older than the timeout, though pods are watched."""
+    started = await fleet(2)
+    namespace = await started.workload(stop_seconds=0.5)
+    config = await as_kured(kube, control_plane, started, repo_rbac())
+    standalone = await kube.get(Pod, "standalone", namespace=namespace)
+    node = str(standalone.spec.nodeName if standalone.spec else "")
+    merge = PatchType.MERGE
+    hold, release = ({"metadata": {"finalizers": f}} for f in (["e2e.kured.io/hold"], None))
+    await kube.patch(Pod, "standalone", hold, namespace=namespace, patch_type=merge)
+    options = dataclasses.replace(
+        OPTIONS, grace_period=1, skip_wait_for_delete_after=timedelta(seconds=3)
+    )
+    try:
+        began = time.monotonic()
+        async with Kube(load_config(str(config))) as client:
+            await asyncio.wait_for(Drainer(client, options).drain(node), LONG)
+        took = time.monotonic() - began
+        held = await kube.get(Pod, "standalone", namespace=namespace)
+    finally:
+        await kube.patch(Pod, "standalone", release, namespace=namespace, patch_type=merge)
+    # Deleted with 1 s of grace, then 3 s more: not the 30 s between two lists of the pods.
+    assert took < 10, f"drain took {took:.1f} s"
+    assert held.metadata and held.metadata.deletionTimestamp  # still there, being deleted
