@@ -6,8 +6,9 @@ gathers observations and carries out steps. Progress is recorded on the Node
 daemon killed at any point picks up where it was.
 
 Waiting is event-driven: a watch on the lock's DaemonSet wakes the agent as
-soon as a slot frees up, and a cheap sentinel check every few seconds notices a
-new reboot requirement promptly. ``--period`` stays the longest time between
+soon as a slot frees up, and inotify on the sentinel's directory (a cheap stat
+every few seconds where inotify is unavailable) notices a new reboot
+requirement at once. ``--period`` stays the longest time between
 two full evaluations (and the only clock when watches are not allowed).
 """
 
@@ -46,6 +47,7 @@ from kured.facts import (
     status_of,
     witnessed,
 )
+from kured.filewatch import FileWatch
 from kured.host import Host, HostError
 from kured.kube import ApiError, DaemonSet, Kube, Node, load_config
 from kured.lease import LeaseLock
@@ -745,12 +747,23 @@ class Agent:
             delay = min(delay * 2, WATCH_RETRY_MAX_SECONDS)
 
     async def _watch_sentinel(self) -> None:
-        """A cheap stat every few seconds, so a new reboot need is seen promptly."""
+        """Wake the loop when the sentinel file appears or goes: inotify on its directory
+        tells at once and costs nothing meanwhile; without inotify, a stat every few seconds."""
+        try:
+            with FileWatch(self.config.reboot_sentinel) as watch:
+                await self._check_sentinel()  # it may have changed before the watch began
+                async for _change in watch.changes():
+                    await self._check_sentinel()
+        except OSError as err:
+            log.info("Checking the sentinel every %gs (no inotify: %s)", SENTINEL_POLL_SECONDS, err)
         while True:
             await asyncio.sleep(SENTINEL_POLL_SECONDS)
-            with contextlib.suppress(Exception):
-                if await self._host.reboot_required() != self._last_sentinel:
-                    self._wake.set()
+            await self._check_sentinel()
+
+    async def _check_sentinel(self) -> None:
+        with contextlib.suppress(Exception):
+            if await self._host.reboot_required() != self._last_sentinel:
+                self._wake.set()
 
 
 def _dumps(value: dict[str, Any]) -> str:

@@ -122,7 +122,9 @@ KURED_NEEDS = [
     ("get", "nodes", "", "node-1", ""),
     ("patch", "nodes", "", "node-1", ""),
     ("list", "pods", "", "", ""),
+    ("watch", "pods", "", "", ""),
     ("create", "pods/eviction", "default", "web-1", ""),
+    ("watch", "poddisruptionbudgets", "default", "", "policy"),
     ("create", "events", "default", "", ""),
     ("patch", "events", "default", "", ""),
 ]
@@ -130,6 +132,7 @@ KURED_MUST_NOT = [
     ("delete", "nodes", "", "node-1", ""),
     ("update", "nodes", "", "node-1", ""),
     ("delete", "pods", "default", "web-1", ""),
+    ("update", "poddisruptionbudgets", "default", "web", "policy"),
     ("get", "secrets", "NS", "", ""),
     ("update", "daemonsets", "NS", "kube-proxy", "apps"),
     ("delete", "daemonsets", "NS", "DS", "apps"),
