@@ -8,8 +8,8 @@ Two things lightkube does not do for us are done here with the same
 authenticated HTTP connection: lists with label selectors given as strings
 (kured's flags take selector strings such as ``app in (a,b)``), discovery of
 which Eviction API version the server serves (``policy/v1`` since Kubernetes
-1.22, ``policy/v1beta1`` before), and the drain's watches of the node's pods and
-of PodDisruptionBudgets in that version, read as plain JSON.
+1.22, ``policy/v1beta1`` before; PodDisruptionBudgets moved a release earlier), and
+the drain's watches of the node's pods and of PodDisruptionBudgets, read as plain JSON.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ WatchEvents = AsyncGenerator[tuple[str, dict[str, Any]], None]  # (type, object 
 EVENT_NAMESPACE = "default"  # where kubelets put Node events
 EVENT_COMPONENT = "kured"
 REQUEST_TIMEOUT = httpx2.Timeout(15.0)
+POLICY_V1, POLICY_V1BETA1 = "policy/v1", "policy/v1beta1"
 WATCH_SECONDS = 3600  # the server ends each watch after this; lightkube starts a new one
 """Every API call is bounded, so a hung connection never wedges the main loop."""
 
@@ -87,6 +88,7 @@ class Kube:
         assert single is not None
         self._http = adapter_client(single, ConnectionParams(timeout=REQUEST_TIMEOUT))
         self._eviction_version: str | None = None
+        self._budget_version: str | None = None
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -201,21 +203,33 @@ class Kube:
         return EvictionOutcome(evicted=False, blocked_by=f"HTTP {response.status_code}: {reason}")
 
     async def eviction_version(self) -> str:
-        """``policy/v1`` when the server serves it, else ``policy/v1beta1`` (cached)."""
+        """The Eviction subresource's version, as core discovery lists ``pods/eviction``
+        (kubectl's way): ``policy/v1`` from Kubernetes 1.22, ``policy/v1beta1`` before.
+        Not what ``/apis/policy`` serves: 1.21 serves policy/v1 for budgets, not evictions."""
         if self._eviction_version is None:
-            body = await self._get_json("/apis/policy", {})
-            served = {v.get("groupVersion") for v in body.get("versions", [])}
-            self._eviction_version = "policy/v1" if "policy/v1" in served else "policy/v1beta1"
+            listed = eviction_version_in(await self._get_json("/api/v1", {}))
+            if listed is None:
+                log.warning("Core discovery names no Eviction version; using %s", POLICY_V1BETA1)
+            self._eviction_version = listed or POLICY_V1BETA1
             log.debug("Eviction API: %s", self._eviction_version)
         return self._eviction_version
+
+    async def budget_version(self) -> str:
+        """``policy/v1`` when the server serves PodDisruptionBudgets there (1.21+), else
+        ``policy/v1beta1`` (cached)."""
+        if self._budget_version is None:
+            body = await self._get_json("/apis/policy", {})
+            served = {v.get("groupVersion") for v in body.get("versions", [])}
+            self._budget_version = POLICY_V1 if POLICY_V1 in served else POLICY_V1BETA1
+        return self._budget_version
 
     # -- disruption budgets ---------------------------------------------------------------
 
     async def watch_budgets(self, namespace: str) -> WatchEvents:
         """The namespace's PodDisruptionBudgets as (type, JSON): every one there is now first
-        (as ADDED), then each change. Served in the Eviction API's version (policy/v1beta1
-        on 1.20); 403 without ``watch`` on poddisruptionbudgets raises :class:`ApiError`."""
-        path = f"/apis/{await self.eviction_version()}/namespaces/{namespace}/poddisruptionbudgets"
+        (as ADDED), then each change, in :meth:`budget_version`; 403 without ``watch`` on
+        poddisruptionbudgets raises :class:`ApiError`."""
+        path = f"/apis/{await self.budget_version()}/namespaces/{namespace}/poddisruptionbudgets"
         async with contextlib.aclosing(self._watch_json(path, {})) as events:
             async for event in events:
                 yield event
@@ -352,6 +366,14 @@ class Kube:
             raise ApiError(request=response.request, response=response)
         body: dict[str, Any] = response.json()
         return body
+
+
+def eviction_version_in(core_discovery: Mapping[str, Any]) -> str | None:
+    """``group/version`` of ``pods/eviction`` in an ``/api/v1`` resource list, if it says."""
+    for resource in core_discovery.get("resources", []):
+        if resource.get("name") == "pods/eviction" and resource.get("version"):
+            return f"{resource.get('group') or 'policy'}/{resource['version']}"
+    return None
 
 
 def _status_reason(response: httpx2.Response) -> str:

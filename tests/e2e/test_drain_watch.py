@@ -216,3 +216,21 @@ async def test_skip_wait_for_delete_timeout_ends_the_wait_on_time(
     # Deleted with 1 s of grace, then 3 s more: not the 30 s between two lists of the pods.
     assert took < 10, f"drain took {took:.1f} s"
     assert held.metadata and held.metadata.deletionTimestamp  # still there, being deleted
+
+
+async def test_eviction_and_budget_versions_come_from_discovery(
+    fleet: FleetFactory,
+    kube: AsyncClient,
+    control_plane: ControlPlane,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Go kured's RBAC is enough: discovery is open to every authenticated user. The
+    Eviction version is read from core discovery's ``pods/eviction`` entry (Kubernetes 1.21
+    serves policy/v1 budgets but only policy/v1beta1 evictions), so the entry must say it."""
+    caplog.set_level(logging.WARNING, logger="kured.kube")
+    started = await fleet(1)
+    config = await as_kured(kube, control_plane, started, GO_KURED_RBAC)
+    async with Kube(load_config(str(config))) as client:
+        assert await client.eviction_version() == "policy/v1beta1"  # the sandbox is 1.20
+        assert await client.budget_version() == "policy/v1beta1"
+    assert not [r.message for r in caplog.records if "names no Eviction version" in r.message]

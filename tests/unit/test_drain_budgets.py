@@ -1,5 +1,6 @@
 """Which PodDisruptionBudget has room for which pod: the pure part of the drain's wait for a
-budget after a refused eviction (kured.drain.selects, has_room_for)."""
+budget after a refused eviction (kured.drain.selects, has_room_for), and the Eviction
+version read from discovery (kured.kube.eviction_version_in)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod
 
 from kured.drain import has_room_for, selects
+from kured.kube import eviction_version_in
 
 WEB = {"app": "web", "tier": "front"}
 
@@ -58,3 +60,18 @@ def budget(allowed: int | None, app: str = "web") -> dict[str, Any]:
 def test_has_room_for(pdb: dict[str, Any], room: bool) -> None:
     pod = Pod(metadata=ObjectMeta(name="web-1", namespace="shop", labels=WEB))
     assert has_room_for(pdb, pod) is room
+
+
+@pytest.mark.parametrize(
+    ("entry", "version"),
+    [
+        ({"name": "pods/eviction", "group": "policy", "version": "v1beta1"}, "policy/v1beta1"),
+        ({"name": "pods/eviction", "group": "policy", "version": "v1"}, "policy/v1"),
+        ({"name": "pods/eviction"}, None),  # a server too old to say
+        ({"name": "pods/log", "version": "v1"}, None),
+    ],
+)
+def test_the_eviction_version_is_read_from_core_discovery(
+    entry: dict[str, str], version: str | None
+) -> None:
+    assert eviction_version_in({"resources": [{"name": "pods"}, entry]}) == version
