@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import sys
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,13 @@ from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
 
 log = logging.getLogger("kured.kube")
+
+# kured speaks HTTP/1.1 only (lightkube's default). httpcore2 imports the HTTP/2 stack (h2,
+# hpack's Huffman tables, hyperframe) whenever h2 is installed, and lightkube's httpx2[http2]
+# requirement installs it: 1.2 MiB of every daemon's RSS for code it never runs. Marking h2
+# unimportable before httpcore2 loads (lazily, with the first client) takes httpcore2's own
+# path for "h2 not installed". bench/README.md (rss_mib) has the figures.
+sys.modules.setdefault("h2", None)
 T = TypeVar("T")
 
 EVENT_NAMESPACE = "default"  # where kubelets put Node events
