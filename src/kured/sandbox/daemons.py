@@ -180,11 +180,12 @@ def compile_bytecode() -> None:
 
 
 def kured_command(kubeconfig: Path, namespace: str, flags: list[str]) -> list[str]:
-    """The per-node kured command line; the user's flags come last so they win."""
+    """The per-node kured command line; the user's flags come last so they win. It runs the
+    ``kured`` script the package installs, as the image's entrypoint does (``python -m kured``
+    would also load runpy and its imports: 0.5 MiB more RSS)."""
     return [
         sys.executable,
-        "-m",
-        "kured",
+        str(Path(sysconfig.get_path("scripts")) / "kured"),
         "--node-id",
         NODE_PLACEHOLDER,
         "--reboot-sentinel",
