@@ -15,8 +15,10 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 RUN python -m venv --without-pip /opt/venv \
  && python -m pip --python /opt/venv/bin/python install --no-compile \
       --constraint requirements.lock /wheels/kured-*.whl
-# unchecked-hash: the .pyc files are used without looking at the sources' timestamps.
-RUN python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
+# unchecked-hash: the .pyc files are used without looking at the sources' timestamps. -o 2: for
+# PYTHONOPTIMIZE=2 below (bytecode without docstrings and asserts: 2.1 MiB less RSS per daemon,
+# bench/README.md rss_mib; kured's --help is unchanged, kuredctl's loses its docstring texts).
+RUN python -m compileall -q -j 0 -o 2 --invalidation-mode unchecked-hash /opt/venv
 
 FROM ${PYTHON_IMAGE}
 # nsenter (util-linux, Essential in Debian, so already in the slim image) runs the reboot
@@ -31,6 +33,7 @@ COPY --from=build /opt/venv /opt/venv
 RUN ln -s /opt/venv/bin/kured /usr/bin/kured
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONOPTIMIZE=2 \
     PYTHONUNBUFFERED=1
 # Root, as Go kured's image: both reboot methods need root's capabilities (nsenter into PID 1's
 # mount namespace with --reboot-method=command, signalling PID 1 with signal), and a non-root

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import secrets
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,15 @@ from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
 
 log = logging.getLogger("kured.kube")
+
+# kured speaks HTTP/1.1 only (lightkube's default). httpcore2 imports the HTTP/2 stack (h2,
+# hpack's Huffman tables, hyperframe) whenever h2 is installed, and lightkube's httpx2[http2]
+# requirement installs it: 1.5 MiB of every daemon's RSS for code it never runs. None in
+# sys.modules is Python's documented way to make an import fail; set before httpcore2 loads
+# (lazily, with the first client), it takes httpcore2's own path for "h2 not installed".
+# bench/README.md (rss_mib) has the figures.
+sys.modules.setdefault("h2", None)  # type: ignore[arg-type]  # typeshed: modules only
+
 T = TypeVar("T")
 WatchEvents = AsyncGenerator[tuple[str, dict[str, Any]], None]  # (type, object JSON)
 

@@ -4,6 +4,7 @@ one daemon per node."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from lightkube import AsyncClient
 
 from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.daemons import DaemonSpec, kured_command, set_daemons
+from kured.sandbox.daemons import DaemonSpec, compile_bytecode, kured_command, set_daemons
 from kured.sandbox.fleet import FleetConfig
 from kured.sandbox.manifests import (
     SYSTEM_NAMESPACE,
@@ -53,6 +54,8 @@ async def run_kured(
         raise UsageError("--raw needs a command after --")
     if raw and shutil.which(args[0]) is None:
         raise UsageError(f"command not found: {args[0]}")
+    if not raw:
+        await asyncio.to_thread(compile_bytecode)
     command = args if raw else kured_command(kubeconfig, namespace, args)
     spec_env = {"KUBECONFIG": str(kubeconfig), **(env or {})}
     await set_daemons(plane.state, fleet, DaemonSpec(command, spec_env))
