@@ -500,7 +500,12 @@ class Agent:
         await self._notify("reboot", self.node_id, self._details(seen))
         await self._host.reboot()
         log.info("Waiting for reboot")
-        return self._period()
+        # As Go kured: wait for the host to go down. A lock change is no news here, and
+        # commanding the reboot again on each would reboot twice wherever a second command
+        # queues a second reboot (a BMC or cloud API call); only after a whole period with
+        # the host still up does the next evaluation command it again.
+        await self._sleep(self._period(), wakeable=False)
+        return 0
 
     async def _finish(self, decision: Decision, seen: Seen) -> float:
         """Back from the reboot: uncordon (if we cordoned), then hold the lock for the gate."""
@@ -712,18 +717,18 @@ class Agent:
     def _period(self) -> float:
         return self.config.period.total_seconds() * random.uniform(1, 1 + JITTER)
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep until the timeout or until a watcher says something changed.
+    async def _sleep(self, seconds: float, *, wakeable: bool = True) -> None:
+        """Sleep until the timeout or (if wakeable) until a watcher says something changed.
 
         The sleep is cut in slices that each beat the health check, so a long
         ``--period`` is not mistaken for a stuck loop.
         """
         self._wake.clear()
+        wake = self._wake if wakeable else asyncio.Event()
         deadline = asyncio.get_running_loop().time() + seconds
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             self._health.beat("waiting")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(left, HEALTH_BEAT_SECONDS))
+            if await woken(wake, min(left, HEALTH_BEAT_SECONDS)):
                 return
 
     async def _watch_lock(self) -> None:
@@ -755,6 +760,17 @@ class Agent:
 
 def _dumps(value: dict[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+async def woken(event: asyncio.Event, seconds: float) -> bool:
+    """Whether event is set within seconds. Not ``asyncio.wait_for``: on Python 3.11 it drops
+    a cancellation that comes just as the event is set, and the task it was meant to stop
+    runs on (an agent whose host went down, evaluating and rebooting again)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+            return True
+    return False
 
 
 async def _sleep_for(seconds: float) -> None:

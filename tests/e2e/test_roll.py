@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -297,6 +298,31 @@ async def test_a_daemon_restart_mid_drain_is_not_a_reboot(
         await wait_rolled(kube, rolled)
     assert seen.most_at_once == 1
     assert all(len(rolled.reboots(node)) == 1 for node in rolled.nodes)
+
+
+async def test_a_reboot_under_way_is_not_commanded_again_when_the_lock_moves(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    """Each lock change woke the agent that had just commanded its reboot, and it commanded
+    it again: two reboots wherever a second command queues a second one (the many-agents
+    bench saw a node reboot twice). The host here ignores the signal, so it stays up."""
+    rolled = await fleet(1)
+    flags = ["--period=1m", "--reboot-method=signal", f"--reboot-signal={signal.SIGCHLD}"]
+    await rolled.run_kured(flags, manifests=default_manifests(), as_serviceaccount=True)
+    [node] = rolled.nodes
+    rolled.trigger()
+
+    async def commanded() -> int:
+        return kured_log(rolled, node).count("Commanding reboot")
+
+    await wait_until(commanded, what="the reboot commanded", within=30)
+    for moves in range(3):  # another zone's lock, as another node takes and frees it
+        other = {f"{LOCK_ANNOTATION}-elsewhere": str(moves)}
+        patch = {"metadata": {"annotations": other}}
+        await kube.patch(DaemonSet, "kured", patch, namespace=rolled.kured_namespace)
+        await asyncio.sleep(1)
+    assert await commanded() == 1
+    assert rolled.reboots(node) == []
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
