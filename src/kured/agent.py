@@ -6,9 +6,12 @@ gathers observations and carries out steps. Progress is recorded on the Node
 daemon killed at any point picks up where it was.
 
 Waiting is event-driven: a watch on the lock's DaemonSet wakes the agent as
-soon as a slot frees up, and a cheap sentinel check every few seconds notices a
-new reboot requirement promptly. ``--period`` stays the longest time between
-two full evaluations (and the only clock when watches are not allowed).
+soon as a slot frees up (a node waiting for one within a random half second, so
+that a hundred waiting nodes do not all race for it), and a cheap sentinel check
+every few seconds notices a new reboot requirement promptly. A lock change wakes
+only an agent it matters to: not an idle one, nor one whose host is going down.
+``--period`` stays the longest time between two full evaluations (and the only
+clock when watches are not allowed).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from kured.facts import (
 from kured.host import Host, HostError
 from kured.kube import ApiError, DaemonSet, Kube, Node, load_config
 from kured.lease import LeaseLock
-from kured.lock import DaemonSetLock, Lock, LockFormatError, LockView
+from kured.lock import DaemonSetLock, Lock, LockChange, LockFormatError, LockView
 from kured.metrics import Health, Metrics, MetricsServer
 from kured.need import RebootNeed, assess, sentinel_source
 from kured.notify import Details, Notifier
@@ -75,9 +78,16 @@ ERROR_RETRY_SECONDS = 5.0
 GATE_QUERY_TIMEOUT = 10.0
 WATCH_RETRY_MAX_SECONDS = 30.0
 JITTER = 0.1
+SLOT_SPREAD_SECONDS = 0.5  # how far apart nodes waiting for a slot wake when one frees
 HEALTH_BEAT_SECONDS = 30.0
 HEALTH_STUCK_SECONDS = 180.0  # one evaluation: a few bounded API calls and checks
 HEALTH_SLACK_SECONDS = 60.0
+
+# Steps after which a lock change is no news: nothing to do with the lock (idle, waiting
+# for the window, the reboot-loop guard, a dry run) or the host is going down.
+LOCK_BLIND = frozenset({Step.NOTHING, Step.LOOP_GUARD, Step.DRY_RUN, Step.REBOOT})
+# Steps after which only a change that frees a slot is news.
+WANTS_A_SLOT = frozenset({Step.WAIT_FOR_LOCK, Step.ACQUIRE_LOCK})
 
 ACTIVITY = {
     Step.BLOCKED: "blocked",
@@ -143,6 +153,9 @@ class Agent:
         self._health = health
         self._events = EventRecorder(kube)
         self._wake = asyncio.Event()
+        self._last_step: Step | None = None  # the last decision's (None: deciding)
+        # A waiting node's wake-up, pending since a slot freed (None: none pending).
+        self._spread_wake: asyncio.TimerHandle | None = None
         self._last_sentinel: bool | None = None
         self._status: dict[str, Any] = {}  # what kured.dev/status says (as last read or written)
         self._status_changed = False
@@ -184,6 +197,7 @@ class Agent:
             if not (self.config.poll_only or self.config.reboot_sentinel_command):
                 tasks.create_task(self._watch_sentinel())
             while True:
+                self._wake.clear()  # what changes from here on, during the evaluation too, is news
                 try:
                     pause = await self.run_once()
                 except (
@@ -217,10 +231,12 @@ class Agent:
     async def run_once(self) -> float:
         """One decision and its step; returns how long to wait before the next (0 = at once)."""
         self._health.beat("evaluate")
+        self._last_step = None  # until the decision, every lock change may be news
         seen = await self.observe()
         if seen is None:
             return self._period()
         decision = decide(seen.obs)
+        self._last_step = decision.step
         log.debug("decision %s: %s", decision.step, decision.reason)
         await self._publish_status(decision, seen)
         return await self.apply(decision, seen)
@@ -723,7 +739,6 @@ class Agent:
         The sleep is cut in slices that each beat the health check, so a long
         ``--period`` is not mistaken for a stuck loop.
         """
-        self._wake.clear()
         wake = self._wake if wakeable else asyncio.Event()
         deadline = asyncio.get_running_loop().time() + seconds
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
@@ -732,13 +747,14 @@ class Agent:
                 return
 
     async def _watch_lock(self) -> None:
-        """Wake the loop whenever the lock changes; back off on errors."""
+        """Wake the loop when the lock changes in a way that matters to the last step; back
+        off on errors."""
         delay = 1.0
         while True:
             try:
-                async for _event in self.lock.changes():
+                async for change in self.lock.changes():
                     delay = 1.0
-                    self._wake.set()
+                    self._on_lock_change(change)
             except ApiError as err:
                 if err.status.code == 403:
                     log.warning("Not allowed to watch the lock (%s); polling every --period", err)
@@ -748,6 +764,32 @@ class Agent:
                 log.debug("lock watch failed: %s", err)
             await asyncio.sleep(delay)
             delay = min(delay * 2, WATCH_RETRY_MAX_SECONDS)
+
+    def _on_lock_change(self, change: LockChange) -> None:
+        """Wake the loop if the change matters after the last step.
+
+        A slot that frees up is news to every node waiting for one, and all of them reading
+        the lock and writing it at once is a thundering herd: one wins, the others get 409
+        Conflict and read again, on every hand-off. So a waiting node wakes after a random
+        spread; the first to wake takes the slot, and the others, told by the watch that
+        every slot is taken again before their turn, do not wake at all.
+        """
+        step = self._last_step
+        if step in LOCK_BLIND:
+            return
+        if step not in WANTS_A_SLOT:
+            self._wake.set()
+        elif not change.slot_free:
+            if self._spread_wake:
+                self._spread_wake.cancel()
+            self._spread_wake = None
+        elif self._spread_wake is None:
+            spread = random.uniform(0, SLOT_SPREAD_SECONDS)
+            self._spread_wake = asyncio.get_running_loop().call_later(spread, self._spread_over)
+
+    def _spread_over(self) -> None:
+        self._spread_wake = None
+        self._wake.set()
 
     async def _watch_sentinel(self) -> None:
         """A cheap stat every few seconds, so a new reboot need is seen promptly."""

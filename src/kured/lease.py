@@ -23,7 +23,14 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 
 from kured.kube import Conflict, DaemonSet, Kube, Lease
-from kured.lock import MAX_WRITE_ATTEMPTS, LockEntry, LockRecord, LockView, group_slug
+from kured.lock import (
+    MAX_WRITE_ATTEMPTS,
+    LockChange,
+    LockEntry,
+    LockRecord,
+    LockView,
+    group_slug,
+)
 
 log = logging.getLogger("kured.lease")
 
@@ -139,14 +146,14 @@ class LeaseLock:
             except Exception as err:  # the next renewal tries again
                 log.warning("Could not renew the lock lease: %s", err)
 
-    async def changes(self) -> AsyncIterator[object]:
+    async def changes(self) -> AsyncIterator[LockChange]:
         """Each change of who holds which slot (renewals, every few seconds, are not news)."""
         holders: dict[str, str] = {}
         async for event, lease in self._kube.watch_leases(self._namespace, self._labels):
             holder = "" if event == "DELETED" else _holder(lease)
             if holders.get(_name(lease)) != holder:
                 holders[_name(lease)] = holder
-                yield frozenset(holders.items())
+                yield LockChange(len([h for h in holders.values() if h]) < self._concurrency)
 
     async def _renew(self) -> None:
         for lease in await self._kube.list_leases(self._namespace, self._labels):
