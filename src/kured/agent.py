@@ -6,8 +6,8 @@ gathers observations and carries out steps. Progress is recorded on the Node
 daemon killed at any point picks up where it was.
 
 Waiting is event-driven: a watch on the lock's DaemonSet wakes the agent as
-soon as a slot frees up (a node waiting for one within a random half second, so
-that a hundred waiting nodes do not all race for it), and a cheap sentinel check
+soon as a slot frees up (a node waiting for one after a random spread, so that a
+hundred waiting nodes do not all race for it), and a cheap sentinel check
 every few seconds notices a new reboot requirement promptly. A lock change wakes
 only an agent it matters to: not an idle one, nor one whose host is going down.
 ``--period`` stays the longest time between two full evaluations (and the only
@@ -78,7 +78,10 @@ ERROR_RETRY_SECONDS = 5.0
 GATE_QUERY_TIMEOUT = 10.0
 WATCH_RETRY_MAX_SECONDS = 30.0
 JITTER = 0.1
-SLOT_SPREAD_SECONDS = 0.5  # how far apart nodes waiting for a slot wake when one frees
+# How far apart nodes waiting for a slot wake when one frees: per node running kured, and
+# at most (see Agent._on_lock_change).
+SLOT_SPREAD_PER_NODE_SECONDS = 0.01
+SLOT_SPREAD_MAX_SECONDS = 2.0
 HEALTH_BEAT_SECONDS = 30.0
 HEALTH_STUCK_SECONDS = 180.0  # one evaluation: a few bounded API calls and checks
 HEALTH_SLACK_SECONDS = 60.0
@@ -156,6 +159,7 @@ class Agent:
         self._last_step: Step | None = None  # the last decision's (None: deciding)
         # A waiting node's wake-up, pending since a slot freed (None: none pending).
         self._spread_wake: asyncio.TimerHandle | None = None
+        self._slot_spread = SLOT_SPREAD_MAX_SECONDS  # for the DaemonSet's size, once read
         self._last_sentinel: bool | None = None
         self._status: dict[str, Any] = {}  # what kured.dev/status says (as last read or written)
         self._status_changed = False
@@ -247,6 +251,7 @@ class Agent:
             log.error("Node %s not found; waiting for it to be registered", self.node_id)
             return None
         ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
+        self._slot_spread = slot_spread(ds)
         lock = await self.lock.snapshot(ds)
         if lock.unreadable:
             log.error("Lock annotation is unreadable: %s", lock.unreadable)
@@ -770,9 +775,10 @@ class Agent:
 
         A slot that frees up is news to every node waiting for one, and all of them reading
         the lock and writing it at once is a thundering herd: one wins, the others get 409
-        Conflict and read again, on every hand-off. So a waiting node wakes after a random
-        spread; the first to wake takes the slot, and the others, told by the watch that
-        every slot is taken again before their turn, do not wake at all.
+        Conflict and read again, on every hand-off. So a waiting node wakes at a random
+        moment of a spread that grows with the fleet (:func:`slot_spread`): the first of W
+        waiters wakes about spread/W after the slot freed and takes it, and the others, told
+        by the watch that every slot is taken again before their turn, do not wake at all.
         """
         step = self._last_step
         if step in LOCK_BLIND:
@@ -784,7 +790,7 @@ class Agent:
                 self._spread_wake.cancel()
             self._spread_wake = None
         elif self._spread_wake is None:
-            spread = random.uniform(0, SLOT_SPREAD_SECONDS)
+            spread = random.uniform(0, self._slot_spread)
             self._spread_wake = asyncio.get_running_loop().call_later(spread, self._spread_over)
 
     def _spread_over(self) -> None:
@@ -798,6 +804,16 @@ class Agent:
             with contextlib.suppress(Exception):
                 if await self._host.reboot_required() != self._last_sentinel:
                     self._wake.set()
+
+
+def slot_spread(ds: DaemonSet) -> float:
+    """The spread of waiting nodes' wake-ups: 10 ms per node that runs kured (the
+    DaemonSet's desiredNumberScheduled), at most 2 s. That keeps the herd that wakes before
+    the winner's write is seen (W × the write's latency / spread) to a few nodes, and the
+    wait for the first waker (spread / W) to about 10 ms while most nodes wait, a few tenths
+    of a second for the last few."""
+    nodes = (ds.status.desiredNumberScheduled if ds.status else 0) or 0
+    return min(SLOT_SPREAD_MAX_SECONDS, max(nodes, 1) * SLOT_SPREAD_PER_NODE_SECONDS)
 
 
 def _dumps(value: dict[str, Any]) -> str:
