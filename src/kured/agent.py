@@ -7,11 +7,11 @@ daemon killed at any point picks up where it was.
 
 Waiting is event-driven: a watch on the lock's DaemonSet wakes the agent as
 soon as a slot frees up (a node waiting for one after a random spread, so that a
-hundred waiting nodes do not all race for it), and a cheap sentinel check
-every few seconds notices a new reboot requirement promptly. A lock change wakes
-only an agent it matters to: not an idle one, nor one whose host is going down.
-``--period`` stays the longest time between two full evaluations (and the only
-clock when watches are not allowed).
+hundred waiting nodes do not all race for it), and inotify on the sentinel's
+directory (a cheap stat every few seconds where inotify is unavailable) notices a
+new reboot requirement at once. A lock change wakes only an agent it matters to:
+not an idle one, nor one whose host is going down. ``--period`` stays the longest
+time between two full evaluations (and the only clock when watches are not allowed).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from kured.facts import (
     status_of,
     witnessed,
 )
+from kured.filewatch import FileWatch
 from kured.host import Host, HostError
 from kured.kube import ApiError, DaemonSet, Kube, Node, load_config
 from kured.lease import LeaseLock
@@ -798,12 +799,23 @@ class Agent:
         self._wake.set()
 
     async def _watch_sentinel(self) -> None:
-        """A cheap stat every few seconds, so a new reboot need is seen promptly."""
+        """Wake the loop when the sentinel file appears or goes: inotify on its directory
+        tells at once and costs nothing meanwhile; without inotify, a stat every few seconds."""
+        try:
+            with FileWatch(self.config.reboot_sentinel) as watch:
+                await self._check_sentinel()  # it may have changed before the watch began
+                async for _change in watch.changes():
+                    await self._check_sentinel()
+        except OSError as err:
+            log.info("Checking the sentinel every %gs (no inotify: %s)", SENTINEL_POLL_SECONDS, err)
         while True:
             await asyncio.sleep(SENTINEL_POLL_SECONDS)
-            with contextlib.suppress(Exception):
-                if await self._host.reboot_required() != self._last_sentinel:
-                    self._wake.set()
+            await self._check_sentinel()
+
+    async def _check_sentinel(self) -> None:
+        with contextlib.suppress(Exception):
+            if await self._host.reboot_required() != self._last_sentinel:
+                self._wake.set()
 
 
 def slot_spread(ds: DaemonSet) -> float:

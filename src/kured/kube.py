@@ -6,17 +6,19 @@ of effects run against a real API server rather than against mocks of it.
 
 Two things lightkube does not do for us are done here with the same
 authenticated HTTP connection: lists with label selectors given as strings
-(kured's flags take selector strings such as ``app in (a,b)``), and discovery of
+(kured's flags take selector strings such as ``app in (a,b)``), discovery of
 which Eviction API version the server serves (``policy/v1`` since Kubernetes
-1.22, ``policy/v1beta1`` before).
+1.22, ``policy/v1beta1`` before; PodDisruptionBudgets moved a release earlier), and
+the drain's watches of the node's pods and of PodDisruptionBudgets, read as plain JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -34,10 +36,12 @@ from lightkube.types import PatchType
 
 log = logging.getLogger("kured.kube")
 T = TypeVar("T")
+WatchEvents = AsyncGenerator[tuple[str, dict[str, Any]], None]  # (type, object JSON)
 
 EVENT_NAMESPACE = "default"  # where kubelets put Node events
 EVENT_COMPONENT = "kured"
 REQUEST_TIMEOUT = httpx2.Timeout(15.0)
+POLICY_V1, POLICY_V1BETA1 = "policy/v1", "policy/v1beta1"
 WATCH_SECONDS = 3600  # the server ends each watch after this; lightkube starts a new one
 """Every API call is bounded, so a hung connection never wedges the main loop."""
 
@@ -84,6 +88,7 @@ class Kube:
         assert single is not None
         self._http = adapter_client(single, ConnectionParams(timeout=REQUEST_TIMEOUT))
         self._eviction_version: str | None = None
+        self._budget_version: str | None = None
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -131,12 +136,31 @@ class Kube:
         self, *, node: str | None = None, namespace: str | None = None, selector: str = ""
     ) -> list[Pod]:
         """Pods, optionally on one node and matching a label selector string."""
+        pods, _version = await self._pods_listing(node, namespace, selector)
+        return pods
+
+    async def node_pods_listing(self, node: str, selector: str = "") -> tuple[list[Pod], str]:
+        """The node's pods (matching a label selector string) and the list's resourceVersion,
+        from where :meth:`watch_node_pods` goes on."""
+        return await self._pods_listing(node, None, selector)
+
+    async def _pods_listing(
+        self, node: str | None, namespace: str | None, selector: str
+    ) -> tuple[list[Pod], str]:
         path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
         params = {"labelSelector": selector} if selector else {}
         if node:
             params["fieldSelector"] = f"spec.nodeName={node}"
         body = await self._get_json(path, params)
-        return [cast(Pod, Pod.from_dict(item)) for item in body.get("items", [])]
+        pods = [cast(Pod, Pod.from_dict(item)) for item in body.get("items", [])]
+        return pods, str((body.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch_node_pods(self, node: str, resource_version: str) -> WatchEvents:
+        """Changes to the node's pods after ``resource_version``, as (type, pod JSON)."""
+        params = {"fieldSelector": f"spec.nodeName={node}", "resourceVersion": resource_version}
+        async with contextlib.aclosing(self._watch_json("/api/v1/pods", params)) as events:
+            async for event in events:
+                yield event
 
     async def evict(
         self, pod: Pod, grace_period: int | None, *, dry_run: bool = False
@@ -179,13 +203,36 @@ class Kube:
         return EvictionOutcome(evicted=False, blocked_by=f"HTTP {response.status_code}: {reason}")
 
     async def eviction_version(self) -> str:
-        """``policy/v1`` when the server serves it, else ``policy/v1beta1`` (cached)."""
+        """The Eviction subresource's version, as core discovery lists ``pods/eviction``
+        (kubectl's way): ``policy/v1`` from Kubernetes 1.22, ``policy/v1beta1`` before.
+        Not what ``/apis/policy`` serves: 1.21 serves policy/v1 for budgets, not evictions."""
         if self._eviction_version is None:
-            body = await self._get_json("/apis/policy", {})
-            served = {v.get("groupVersion") for v in body.get("versions", [])}
-            self._eviction_version = "policy/v1" if "policy/v1" in served else "policy/v1beta1"
+            listed = eviction_version_in(await self._get_json("/api/v1", {}))
+            if listed is None:
+                log.warning("Core discovery names no Eviction version; using %s", POLICY_V1BETA1)
+            self._eviction_version = listed or POLICY_V1BETA1
             log.debug("Eviction API: %s", self._eviction_version)
         return self._eviction_version
+
+    async def budget_version(self) -> str:
+        """``policy/v1`` when the server serves PodDisruptionBudgets there (1.21+), else
+        ``policy/v1beta1`` (cached)."""
+        if self._budget_version is None:
+            body = await self._get_json("/apis/policy", {})
+            served = {v.get("groupVersion") for v in body.get("versions", [])}
+            self._budget_version = POLICY_V1 if POLICY_V1 in served else POLICY_V1BETA1
+        return self._budget_version
+
+    # -- disruption budgets ---------------------------------------------------------------
+
+    async def watch_budgets(self, namespace: str) -> WatchEvents:
+        """The namespace's PodDisruptionBudgets as (type, JSON): every one there is now first
+        (as ADDED), then each change, in :meth:`budget_version`; 403 without ``watch`` on
+        poddisruptionbudgets raises :class:`ApiError`."""
+        path = f"/apis/{await self.budget_version()}/namespaces/{namespace}/poddisruptionbudgets"
+        async with contextlib.aclosing(self._watch_json(path, {})) as events:
+            async for event in events:
+                yield event
 
     # -- events ----------------------------------------------------------------------
 
@@ -294,12 +341,39 @@ class Kube:
 
     # -- plumbing --------------------------------------------------------------------
 
+    async def _watch_json(self, path: str, params: Mapping[str, str]) -> WatchEvents:
+        """One watch request, its events as (type, object JSON); ends when the server ends it
+        or sends an ERROR (e.g. 410: the version is too old). No read timeout: callers bound
+        how long they wait."""
+        query = {**params, "watch": "1", "timeoutSeconds": str(WATCH_SECONDS)}
+        timeout = httpx2.Timeout(REQUEST_TIMEOUT.connect, read=None)
+        async with self._http.stream("GET", path, params=query, timeout=timeout) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise ApiError(request=response.request, response=response)
+            async for line in response.aiter_lines():
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    log.debug("watch of %s ended: %s", path, event.get("object"))
+                    return
+                yield event["type"], event["object"]
+
     async def _get_json(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         response = await self._http.get(path, params=dict(params))
         if response.status_code >= 400:
             raise ApiError(request=response.request, response=response)
         body: dict[str, Any] = response.json()
         return body
+
+
+def eviction_version_in(core_discovery: Mapping[str, Any]) -> str | None:
+    """``group/version`` of ``pods/eviction`` in an ``/api/v1`` resource list, if it says."""
+    for resource in core_discovery.get("resources", []):
+        if resource.get("name") == "pods/eviction" and resource.get("version"):
+            return f"{resource.get('group') or 'policy'}/{resource['version']}"
+    return None
 
 
 def _status_reason(response: httpx2.Response) -> str:

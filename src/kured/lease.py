@@ -71,13 +71,17 @@ class LeaseLock:
         """Holders of every group's Leases (``--lock-group-label``), for ``--max-unavailable``."""
         every_group = {LOCK_LABEL: self._name}
         return [
-            h for h in map(_holder, await self._kube.list_leases(self._namespace, every_group)) if h
+            h
+            for h in map(holder_of, await self._kube.list_leases(self._namespace, every_group))
+            if h
         ]
 
     async def snapshot(self, ds: DaemonSet) -> LockView:
         """The holders, one entry per held Lease (the DaemonSet plays no part here)."""
         leases = await self._kube.list_leases(self._namespace, self._labels)
-        return LockView(LockRecord(tuple(_entry(lease) for lease in leases if _holder(lease))), "")
+        return LockView(
+            LockRecord(tuple(lease_entry(lease) for lease in leases if holder_of(lease))), ""
+        )
 
     async def acquire(
         self, unschedulable_before: bool, reclaim: frozenset[str] = frozenset()
@@ -85,10 +89,10 @@ class LeaseLock:
         """Become the holder of a free slot (or of a stale holder's, named in ``reclaim``)."""
         for _attempt in range(MAX_WRITE_ATTEMPTS):
             leases = {
-                _name(lease): lease
+                lease_name(lease): lease
                 for lease in await self._kube.list_leases(self._namespace, self._labels)
             }
-            holders = [h for h in map(_holder, leases.values()) if h]
+            holders = [h for h in map(holder_of, leases.values()) if h]
             if self._node_id in holders:
                 return True, holders
             if len([h for h in holders if h not in reclaim]) >= self._concurrency:
@@ -97,7 +101,7 @@ class LeaseLock:
                 (
                     i
                     for i in range(self._concurrency)
-                    if _holder(leases.get(self.slot_name(i))) in ("", *reclaim)
+                    if holder_of(leases.get(self.slot_name(i))) in ("", *reclaim)
                 ),
                 None,
             )
@@ -112,26 +116,9 @@ class LeaseLock:
 
     async def release(self, node_id: str | None = None) -> bool:
         """Clear the holder of this node's Lease (or a stale holder's)."""
-        target = node_id or self._node_id
-        for _attempt in range(MAX_WRITE_ATTEMPTS):
-            held = [
-                lease
-                for lease in await self._kube.list_leases(self._namespace, self._labels)
-                if _holder(lease) == target and lease.spec is not None
-            ]
-            if not held:
-                return False
-            for lease in held:
-                assert lease.spec is not None
-                lease.spec.holderIdentity = None
-                lease.spec.renewTime = None
-            try:
-                for lease in held:
-                    await self._kube.replace_lease(lease)
-                return True
-            except Conflict:
-                log.debug("lease changed while releasing; re-reading")
-        raise TimeoutError(f"lease writes kept conflicting after {MAX_WRITE_ATTEMPTS} attempts")
+        return await release_leases(
+            self._kube, self._namespace, self._labels, node_id or self._node_id
+        )
 
     async def rebuild(self, ds: DaemonSet, holders: Mapping[str, bool]) -> bool:
         """A Lease is never unreadable: there is nothing to rebuild."""
@@ -147,17 +134,28 @@ class LeaseLock:
                 log.warning("Could not renew the lock lease: %s", err)
 
     async def changes(self) -> AsyncIterator[LockChange]:
-        """Each change of who holds which slot (renewals, every few seconds, are not news)."""
+        """Each change of who holds which slot (renewals, every few seconds, are not news).
+
+        Every group's slots, not only this node's group's: ``--max-unavailable`` counts the
+        nodes of all groups, so a release elsewhere can be this node's turn (the annotation
+        backend's DaemonSet watch sees every group's annotation likewise). A slot is free
+        for this node only in its own group.
+        """
         holders: dict[str, str] = {}
-        async for event, lease in self._kube.watch_leases(self._namespace, self._labels):
-            holder = "" if event == "DELETED" else _holder(lease)
-            if holders.get(_name(lease)) != holder:
-                holders[_name(lease)] = holder
-                yield LockChange(len([h for h in holders.values() if h]) < self._concurrency)
+        ours: set[str] = set()  # this group's Leases
+        every_group = {LOCK_LABEL: self._name}
+        async for event, lease in self._kube.watch_leases(self._namespace, every_group):
+            name, holder = lease_name(lease), "" if event == "DELETED" else holder_of(lease)
+            labels = (lease.metadata.labels if lease.metadata else None) or {}
+            if labels.get(GROUP_LABEL) == self._slug:
+                ours.add(name)
+            if holders.get(name) != holder:
+                holders[name] = holder
+                yield LockChange(len([n for n in ours if holders.get(n)]) < self._concurrency)
 
     async def _renew(self) -> None:
         for lease in await self._kube.list_leases(self._namespace, self._labels):
-            if _holder(lease) == self._node_id and lease.spec is not None:
+            if holder_of(lease) == self._node_id and lease.spec is not None:
                 lease.spec.renewTime = datetime.now(UTC)
                 await self._kube.replace_lease(lease)
 
@@ -188,15 +186,45 @@ class LeaseLock:
         await self._kube.replace_lease(lease)
 
 
-def _name(lease: Lease) -> str:
+async def release_leases(
+    kube: Kube, namespace: str, labels: Mapping[str, str], holder: str
+) -> bool:
+    """Clear ``holder`` from the Leases ``labels`` select; False when it held none.
+
+    Each write is guarded by the resourceVersion just read, so a Lease that changed hands
+    meanwhile is re-read rather than taken from its new holder. ``kuredctl unlock`` frees
+    a node's slot with this too, across every group (``{LOCK_LABEL: <ds-name>}``).
+    """
+    for _attempt in range(MAX_WRITE_ATTEMPTS):
+        held = [
+            lease
+            for lease in await kube.list_leases(namespace, labels)
+            if holder_of(lease) == holder and lease.spec is not None
+        ]
+        if not held:
+            return False
+        for lease in held:
+            assert lease.spec is not None
+            lease.spec.holderIdentity = None
+            lease.spec.renewTime = None
+        try:
+            for lease in held:
+                await kube.replace_lease(lease)
+            return True
+        except Conflict:
+            log.debug("lease changed while releasing; re-reading")
+    raise TimeoutError(f"lease writes kept conflicting after {MAX_WRITE_ATTEMPTS} attempts")
+
+
+def lease_name(lease: Lease) -> str:
     return (lease.metadata.name if lease.metadata else None) or ""
 
 
-def _holder(lease: Lease | None) -> str:
+def holder_of(lease: Lease | None) -> str:
     return (lease.spec.holderIdentity if lease and lease.spec else None) or ""
 
 
-def _entry(lease: Lease) -> LockEntry:
+def lease_entry(lease: Lease) -> LockEntry:
     """A held Lease in the lock's common shape: renewTime + duration is its TTL."""
     spec = lease.spec
     assert spec is not None

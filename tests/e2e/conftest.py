@@ -6,6 +6,8 @@
 - fleet: a factory, `await fleet(nodes=3, reboot_seconds=1.0, zones=3)` → a started
   kured.sandbox.api.Fleet with fresh node names; stopped and its nodes deleted after the test.
 - audit: `audit()` → the audit log's events so far.
+- lock_backend: the `--lock-backend=…` flag; a test that takes it runs once per lock backend
+  (the issue's "the same e2e suite passes on both backends").
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from kured.sandbox.controlplane import ControlPlane
 from kured.sandbox.fleet import FleetConfig
 
 _fleet_numbers = itertools.count(1)
+LOCK_BACKENDS = ("daemonset-annotation", "lease")
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +79,9 @@ async def fleet(
 @pytest.fixture
 def audit(control_plane: ControlPlane) -> Callable[[], list[dict[str, Any]]]:
     return lambda: list(audit_events(control_plane.state))
+
+
+@pytest.fixture(params=LOCK_BACKENDS)
+def lock_backend(request: pytest.FixtureRequest) -> str:
+    """``--lock-backend=<name>`` for each backend in turn (test ids end in the name)."""
+    return f"--lock-backend={request.param}"

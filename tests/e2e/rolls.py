@@ -150,3 +150,29 @@ async def precious_pod(kube: AsyncClient, fleet: Fleet, node: str) -> None:
         }
     )
     await kube.create(cast(Pod, pod))
+
+
+def on_leases(lock_backend: str) -> bool:
+    """Whether the ``lock_backend`` fixture's flag is the Lease backend's."""
+    return lock_backend == "--lock-backend=lease"
+
+
+LOCK_KINDS = ("daemonsets", "leases")  # where either backend keeps its lock
+WRITES = ("create", "update", "patch", "delete")
+
+
+def lock_writes(events: list[dict[str, Any]], fleet: Fleet) -> list[str]:
+    """The writes kured's daemons made, as the audit log saw them, to the objects either
+    lock backend keeps its lock in (the DaemonSet, the Leases of its namespace)."""
+    account = f"system:serviceaccount:{fleet.kured_namespace}:kured"
+    found = []
+    for event in events:
+        ref = event.get("objectRef") or {}
+        if (
+            event.get("user", {}).get("username") == account
+            and event.get("verb") in WRITES
+            and ref.get("resource") in LOCK_KINDS
+            and ref.get("namespace") == fleet.kured_namespace
+        ):
+            found.append(f"{event['verb']} {ref['resource']}/{ref.get('name')}")
+    return found

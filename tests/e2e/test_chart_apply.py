@@ -9,10 +9,8 @@ label), so no pod lands on other tests' simulated nodes; everything is deleted a
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,16 +23,10 @@ from lightkube.resources.core_v1 import Namespace
 
 from kured.sandbox.api import wait_until
 from kured.sandbox.controlplane import ControlPlane
+from tests.chart import render_manifests
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "render_manifests", ROOT / "scripts" / "render-manifests.py"
-)
-assert _spec and _spec.loader
-render_manifests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(render_manifests)
 
 NOT_SCHEDULED = {"nodeSelector": {"e2e.kured.io/chart-apply": "no-node-has-this"}}
 NOT_FOUND = 404
@@ -130,7 +122,9 @@ KURED_NEEDS = [
     ("get", "nodes", "", "node-1", ""),
     ("patch", "nodes", "", "node-1", ""),
     ("list", "pods", "", "", ""),
+    ("watch", "pods", "", "", ""),
     ("create", "pods/eviction", "default", "web-1", ""),
+    ("watch", "poddisruptionbudgets", "default", "", "policy"),
     ("create", "events", "default", "", ""),
     ("patch", "events", "default", "", ""),
 ]
@@ -138,6 +132,7 @@ KURED_MUST_NOT = [
     ("delete", "nodes", "", "node-1", ""),
     ("update", "nodes", "", "node-1", ""),
     ("delete", "pods", "default", "web-1", ""),
+    ("update", "poddisruptionbudgets", "default", "web", "policy"),
     ("get", "secrets", "NS", "", ""),
     ("update", "daemonsets", "NS", "kube-proxy", "apps"),
     ("delete", "daemonsets", "NS", "DS", "apps"),

@@ -2,7 +2,8 @@
 
 The cluster is arranged as the daemon would leave it: Nodes carrying
 ``kured.dev/status`` and ``kured.dev/progress``, a DaemonSet carrying the lock in
-Go kured's literal format, Events from component ``kured``. Then the CLI runs
+Go kured's literal format or lock Leases as ``--lock-backend=lease`` writes them,
+Events from component ``kured``. Then the CLI runs
 (in-process through click, or as the installed console script where the
 terminal or kubectl matter) and the tests read its output and the objects it
 changed. Every object has a name unique to its test and is deleted afterwards;
@@ -31,10 +32,19 @@ from click.testing import CliRunner, Result
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Namespace, Node, Secret, ServiceAccount
+from lightkube.resources.rbac_authorization_v1 import (
+    ClusterRole,
+    ClusterRoleBinding,
+    Role,
+    RoleBinding,
+)
 
 from kured.ctl.cli import cli
+from kured.lease import GROUP_LABEL, LOCK_LABEL
 from kured.lock import parse
+from kured.sandbox.api import wait_until
 from kured.sandbox.controlplane import ControlPlane, free_port, kubeconfig_text
 
 pytestmark = pytest.mark.e2e
@@ -82,8 +92,10 @@ class Setup:
     def name(self, suffix: str) -> str:
         return f"{self.prefix}-{suffix}"
 
-    async def daemonset(self, annotations: dict[str, str] | None = None) -> str:
-        name = self.name("kured")
+    async def daemonset(
+        self, annotations: dict[str, str] | None = None, suffix: str = "kured"
+    ) -> str:
+        name = self.name(suffix)
         labels = {"app": name}
         body = {
             "metadata": {"name": name, "namespace": self.namespace, "annotations": annotations},
@@ -127,6 +139,30 @@ class Setup:
             "count": 1,
         }
         await self.create(Event.from_dict(body), "default")
+
+    async def lease(self, ds: str, slot: str, holder: str = "", *, by_hand: bool = False) -> str:
+        """The lock Lease ``<ds>-lock-<slot>`` as kured.lease writes it: held by ``holder``
+        (renewed now, 60 s), free (no holder), or ``by_hand`` (a holder, no renewTime)."""
+        name = f"{ds}-lock-{slot}"
+        group = slot.rpartition("-")[0]
+        spec: dict[str, Any] = {"holderIdentity": holder or None}
+        if holder and not by_hand:
+            renewed = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            spec |= {"renewTime": renewed, "acquireTime": renewed, "leaseDurationSeconds": 60}
+        labels = {LOCK_LABEL: ds, GROUP_LABEL: group}
+        body = {"metadata": {"name": name, "namespace": self.namespace, "labels": labels}}
+        await self.create(Lease.from_dict({**body, "spec": spec}), self.namespace)
+        return name
+
+    async def lease_holders(self, ds: str) -> dict[str, str]:
+        """Each lock Lease of ``ds`` and its holder ("" when free)."""
+        leases = self.client.list(Lease, namespace=self.namespace, labels={LOCK_LABEL: ds})
+        return {
+            str(lease.metadata.name if lease.metadata else ""): (
+                (lease.spec.holderIdentity if lease.spec else None) or ""
+            )
+            async for lease in leases
+        }
 
     async def create(self, obj: Any, namespace: str | None) -> None:
         await self.client.create(obj)
@@ -182,6 +218,13 @@ async def kuredctl(
     """The CLI in-process, on a thread of its own (it runs its own event loop)."""
     argv = ["--kubeconfig", str(control_plane.kubeconfig), *args]
     return await asyncio.to_thread(_invoke, argv, env)
+
+
+async def refusal(control_plane: ControlPlane, *args: str) -> str:
+    """The one line kuredctl prints when it refuses (exit 1)."""
+    result = await kuredctl(control_plane, *args)
+    assert result.exit_code == 1, result.output
+    return result.stderr
 
 
 def row(output: str, node: str) -> list[str]:
@@ -286,6 +329,41 @@ async def test_status_with_a_custom_lock_annotation(
     assert [h["nodeID"] for h in lock["holders"]] == ["elsewhere"]
 
 
+async def test_status_shows_the_lock_leases(control_plane: ControlPlane, setup: Setup) -> None:
+    draining = await setup.node("a", {"kured.dev/status": agent_status(activity="draining")})
+    waiting = await setup.node("b", {"kured.dev/status": agent_status()})
+    ds = await setup.daemonset()
+    await setup.lease(ds, "0", draining)
+    await setup.lease(ds, "1")
+    await setup.lease(ds, "zone-b-0", "manual", by_hand=True)
+    other = await setup.daemonset(suffix="other")  # its Leases in the namespace are not ours
+    await setup.lease(other, "0", "elsewhere")
+    target = ("-n", setup.namespace, "--ds-name", ds)
+
+    table = await kuredctl(control_plane, *target, "status")
+    assert table.exit_code == 0, table.output
+    header = [line.split(None, 1) for line in table.stdout.splitlines()[1:4]]
+    assert header == [
+        ["Lock:", "free"],
+        ["Leases:", f"held by {draining}, manual (set by hand, not a node) (2 of 3 Leases)"],
+        ["Paused:", "no"],
+    ]
+    assert row(table.stdout, draining)[4:6] == ["held", "draining"]
+    assert row(table.stdout, waiting)[4:6] == ["-", "waiting-for-lock"]
+    assert row(table.stdout, "manual") == ["manual", "-", "-", "-", "held", *["-"] * 4]
+    assert "elsewhere" not in table.stdout
+
+    document = await kuredctl(control_plane, *target, "status", "-o", "json")
+    leases = json.loads(document.stdout)["leases"]
+    assert (leases["count"], leases["unreadable"]) == (3, None)
+    assert [(h["lease"], h["group"], h["nodeID"], h["ttlSeconds"]) for h in leases["holders"]] == [
+        (f"{ds}-lock-0", "", draining, 60),
+        (f"{ds}-lock-zone-b-0", "zone-b", "manual", 0),
+    ]
+    assert leases["holders"][0]["renewed"]
+    assert leases["holders"][1]["renewed"] is None
+
+
 # -- pause / resume -----------------------------------------------------------------------
 
 
@@ -385,9 +463,7 @@ async def test_unlock_node_removes_only_its_entry(
     assert json.loads(written)["maxOwners"] == 3
     assert parse(written) == parse(go_multi(3, go_entry(second)))
 
-    missing = await kuredctl(control_plane, *target, "unlock", "--node", first, "--yes")
-    assert missing.exit_code == 1
-    assert missing.stderr == (
+    assert await refusal(control_plane, *target, "unlock", "--node", first, "--yes") == (
         f"kuredctl: {first} does not hold the lock "
         f"(held by {second} (1 of 3 slots, multi-owner format))\n"
     )
@@ -429,6 +505,43 @@ async def test_unlock_removes_an_unreadable_lock(control_plane: ControlPlane, se
     assert whole.exit_code == 0, whole.output
     assert whole.stdout.startswith("removed the lock (unreadable (")
     assert LOCK not in await setup.ds_annotations(ds)
+
+
+async def test_unlock_node_frees_only_its_lease(control_plane: ControlPlane, setup: Setup) -> None:
+    first, second = await setup.node("a"), await setup.node("b")
+    ds = await setup.daemonset({LOCK: go_entry(second)})
+    zero, one = await setup.lease(ds, "0", first), await setup.lease(ds, "1", second)
+    target = ("-n", setup.namespace, "--ds-name", ds)
+    result = await kuredctl(control_plane, *target, "unlock", "--node", first, "--yes")
+    assert (result.exit_code, result.stdout) == (0, f"freed {first}'s lock Lease\n")
+    assert await setup.lease_holders(ds) == {zero: "", one: second}
+    assert (await setup.ds_annotations(ds))[LOCK] == go_entry(second)
+
+    assert await refusal(control_plane, *target, "unlock", "--node", first, "--yes") == (
+        f"kuredctl: {first} does not hold the lock (held by {second} (single-owner format); "
+        f"Leases: held by {second} (1 of 2 Leases))\n"
+    )
+
+
+async def test_unlock_yes_frees_the_annotation_and_every_lease(
+    control_plane: ControlPlane, setup: Setup
+) -> None:
+    holder = await setup.node("a")
+    ds = await setup.daemonset({LOCK: go_entry("n1")})
+    zero = await setup.lease(ds, "0", holder)
+    manual = await setup.lease(ds, "zone-b-0", "manual", by_hand=True)
+    target = ("-n", setup.namespace, "--ds-name", ds)
+    result = await kuredctl(control_plane, *target, "unlock", "--yes")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "removed the lock (held by n1 (not a node) (single-owner format)); "
+        f"freed the lock Leases of {holder}, manual\n"
+    )
+    assert await setup.lease_holders(ds) == {zero: "", manual: ""}
+    assert LOCK not in await setup.ds_annotations(ds)
+
+    again = await kuredctl(control_plane, *target, "unlock", "--yes")
+    assert (again.exit_code, again.stdout) == (0, "the lock is free; nothing to do\n")
 
 
 class Terminal:
@@ -498,6 +611,24 @@ async def test_unlock_never_removes_a_lock_that_changed_while_asking(
     assert err.startswith("kuredctl: the lock changed meanwhile (now ")
     assert err.endswith("nothing removed, run unlock again\n")
     assert (await setup.ds_annotations(ds))[LOCK] == go_entry("n2")
+
+
+async def test_unlock_never_frees_leases_that_changed_while_asking(
+    control_plane: ControlPlane, setup: Setup
+) -> None:
+    ds = await setup.daemonset()
+    zero, one = await setup.lease(ds, "0", "n1"), await setup.lease(ds, "1")
+    argv = ("--kubeconfig", str(control_plane.kubeconfig), "-n", setup.namespace, "--ds-name", ds)
+    terminal = await Terminal.start(*argv, "unlock")
+    shown = await terminal.prompt()
+    assert f"Lock Leases of DaemonSet {setup.namespace}/{ds}: held by n1 (not a node)" in shown
+    patch = {"spec": {"holderIdentity": "n2"}}  # n2 took the free slot
+    await setup.client.patch(Lease, one, patch, namespace=setup.namespace)
+    code, _, err = await terminal.answer("y")
+    assert code == 1
+    assert err.startswith("kuredctl: the lock Leases changed meanwhile (now held by n1")
+    assert err.endswith("no Lease freed, run unlock again\n")
+    assert await setup.lease_holders(ds) == {zero: "n1", one: "n2"}
 
 
 # -- history ------------------------------------------------------------------------------
@@ -621,6 +752,52 @@ async def test_forbidden_by_rbac_is_one_line(
         assert "forbidden" in result.stderr
         assert result.stderr.count("\n") == 1
     assert (await setup.ds_annotations(ds))[LOCK] == go_entry("n1")
+
+
+async def test_status_without_the_right_to_list_leases_says_so(
+    tmp_path: Path, control_plane: ControlPlane, setup: Setup
+) -> None:
+    """A role written before --lock-backend=lease (DaemonSets and Nodes, no Leases) still
+    shows the annotation lock; the Leases line says why it cannot show them."""
+    ds = await setup.daemonset({LOCK: go_entry("n1")})
+    account = setup.name("reader")
+    token = await service_account_token(setup, account)
+    await grant(setup, account, Role, {"apps": "daemonsets"}, setup.namespace)
+    await grant(setup, account, ClusterRole, {"": "nodes"}, None)
+    ca_pem = (control_plane.state.root / "certs" / "apiserver.crt").read_bytes()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text(control_plane.server, ca_pem, token, account))
+    argv = ["--kubeconfig", str(kubeconfig), "-n", setup.namespace, "--ds-name", ds, "status"]
+
+    async def allowed() -> Result | None:
+        result = await asyncio.to_thread(_invoke, argv, None)
+        return result if result.exit_code == 0 else None  # until RBAC has caught up
+
+    result = await wait_until(allowed, what="status with the reader's role", within=20)
+    lock, leases = (line.split(None, 1)[1] for line in result.stdout.splitlines()[1:3])
+    assert lock == "held by n1 (not a node) (single-owner format)"
+    assert leases.startswith("unreadable (permission denied: ")
+    assert 'cannot list resource "leases"' in leases
+
+
+async def grant(
+    setup: Setup,
+    account: str,
+    kind: type[Role] | type[ClusterRole],
+    resources: dict[str, str],
+    namespace: str | None,
+) -> None:
+    """Read access (get, list) to ``{api group: resource}`` for the ServiceAccount."""
+    binding = RoleBinding if kind is Role else ClusterRoleBinding
+    meta = {"name": account, "namespace": namespace}
+    rules = [
+        {"apiGroups": [g], "resources": [r], "verbs": ["get", "list"]} for g, r in resources.items()
+    ]
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": setup.namespace}
+    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": kind.__name__, "name": account}
+    await setup.create(kind.from_dict({"metadata": meta, "rules": rules}), namespace)
+    body = {"metadata": meta, "subjects": [subject], "roleRef": ref}
+    await setup.create(binding.from_dict(body), namespace)
 
 
 async def service_account_token(setup: Setup, name: str) -> str:

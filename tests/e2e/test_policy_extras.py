@@ -29,6 +29,7 @@ from tests.conftest import Alertmanager, Receiver
 from tests.e2e.rolls import (
     kured_log,
     lock_holders,
+    lock_writes,
     node_annotations,
     precious_pod,
     status_of,
@@ -180,13 +181,14 @@ async def test_need_is_reported_outside_the_window_and_the_reboot_waits(
 
 
 async def test_an_old_node_is_rebooted_without_a_sentinel(
-    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver
+    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver, lock_backend: str
 ) -> None:
     started = await fleet(2)
     old, young = started.nodes
     age(started, old, timedelta(hours=30))
     await run(
         started,
+        lock_backend,
         "--max-node-age=24h",
         f"--notify-url=json://127.0.0.1:{receiver.port}/hook",
         "--message-template-drain=Draining {node}: {reason}",
@@ -210,6 +212,7 @@ async def test_dry_run_says_what_it_would_do_and_touches_nothing(
     kube: AsyncClient,
     receiver: Receiver,
     audit: Callable[[], list[dict[str, Any]]],
+    lock_backend: str,
 ) -> None:
     started = await fleet(2)
     namespace = await unevictable(kube, started)
@@ -219,6 +222,7 @@ async def test_dry_run_says_what_it_would_do_and_touches_nothing(
     async with watching(kube, started) as seen:
         await run(
             started,
+            lock_backend,
             "--dry-run",
             "--max-node-age=24h",
             f"--notify-url=json://127.0.0.1:{receiver.port}/dry",
@@ -232,6 +236,7 @@ async def test_dry_run_says_what_it_would_do_and_touches_nothing(
         await assert_no_reboot(started, 3)
     assert seen.ever_cordoned == set()
     assert not await lock_holders(kube, started)
+    assert not lock_writes(audit(), started)  # not even taken and given back in between
     assert await pod_names(kube, namespace) == pods_before
     drains = "\n".join(kured_log(started, node) for node in started.nodes)
     assert re.search(r"Dry run: would drain node \S+ \(.*\): would evict \d+ pods", drains)
@@ -274,15 +279,16 @@ async def kuredctl(control_plane: ControlPlane, fleet: Fleet, *args: str) -> str
 
 
 async def test_a_paused_fleet_waits_and_rolls_after_resume(
-    fleet: FleetFactory, kube: AsyncClient, control_plane: ControlPlane
+    fleet: FleetFactory, kube: AsyncClient, control_plane: ControlPlane, lock_backend: str
 ) -> None:
-    paused = await start(fleet, 2)
+    paused = await start(fleet, 2, lock_backend)
     await kuredctl(control_plane, paused, "pause", "--reason", "e2e change freeze")
     paused.trigger()
     for node in paused.nodes:
         seen = await wait_status(kube, node, activity="paused")
         assert "e2e change freeze" in seen["blockedBy"]
     await assert_no_reboot(paused)
+    assert not await lock_holders(kube, paused)
     assert "resumed kured cluster-wide" in await kuredctl(control_plane, paused, "resume")
     await wait_rolled(kube, paused)
 
@@ -321,12 +327,13 @@ async def _both(receiver: Receiver) -> bool:
 
 
 async def test_drain_failure_names_the_budget(
-    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver
+    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver, lock_backend: str
 ) -> None:
     started = await fleet(1)
     await unevictable(kube, started)
     await run(
         started,
+        lock_backend,
         "--drain-timeout=3s",
         f"--notify-url=json://127.0.0.1:{receiver.port}/hook",
         "--message-template-drain=Draining {node} for {packages}",
@@ -341,11 +348,12 @@ async def test_drain_failure_names_the_budget(
 
 
 async def test_reboot_loop_is_told(
-    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver
+    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver, lock_backend: str
 ) -> None:
     looping = await start(
         fleet,
         1,
+        lock_backend,
         "--reboot-sentinel-command=true",  # the sentinel survives every reboot
         "--max-consecutive-reboots=1",
         f"--notify-url=json://127.0.0.1:{receiver.port}/hook",
@@ -356,14 +364,20 @@ async def test_reboot_loop_is_told(
         f"Node {node}: reboot loop: still required after 1 reboots in a row; not rebooting it again"
     )
     assert len(looping.reboots(node)) == 1
+    assert not await lock_holders(kube, looping)  # it stopped without keeping a slot
 
 
 async def test_gate_timeout_is_told(
-    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver, prometheus: str
+    fleet: FleetFactory,
+    kube: AsyncClient,
+    receiver: Receiver,
+    prometheus: str,
+    lock_backend: str,
 ) -> None:
     gated = await start(
         fleet,
         1,
+        lock_backend,
         f"--prometheus-url={prometheus}",
         IGNORE_ALERTS,
         "--post-reboot-gate-query=vector(1)",

@@ -12,18 +12,22 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lightkube import AsyncClient, codecs
+from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet, Deployment
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod
 
+from kured.lease import GROUP_LABEL, LOCK_LABEL
 from kured.policy import PROGRESS_ANNOTATION
 from kured.sandbox.api import Fleet, FleetFactory, default_manifests, wait_until
+from tests.chart import write_manifest
 from tests.conftest import Receiver
 from tests.e2e.rolls import (
     LOCK_ANNOTATION,
@@ -31,7 +35,9 @@ from tests.e2e.rolls import (
     in_background,
     kured_log,
     lock_holders,
+    lock_writes,
     node_annotations,
+    on_leases,
     precious_pod,
     status_of,
     wait_rolled,
@@ -41,7 +47,6 @@ from tests.e2e.rolls import (
 pytestmark = pytest.mark.e2e
 
 FAST = ["--period=2s"]
-BACKENDS = ["daemonset-annotation", "lease"]
 # How the simulator tells the two reboot methods apart (sandbox/supervisor.py).
 HOW = {"command": "reboot requested", "signal": "init stand-in got"}
 
@@ -65,15 +70,26 @@ async def assert_not_rebooting(fleet: Fleet, seconds: float = 6.0) -> None:
 
 @pytest.mark.parametrize(("method", "concurrency", "nodes"), [("command", 1, 3), ("signal", 2, 4)])
 async def test_roll_reboots_every_node_within_the_concurrency(
-    fleet: FleetFactory, kube: AsyncClient, method: str, concurrency: int, nodes: int
+    fleet: FleetFactory,
+    kube: AsyncClient,
+    audit: Callable[[], list[dict[str, Any]]],
+    lock_backend: str,
+    *,
+    method: str,
+    concurrency: int,
+    nodes: int,
 ) -> None:
-    rolled = await start(fleet, nodes, f"--reboot-method={method}", f"--concurrency={concurrency}")
+    rolled = await start(
+        fleet, nodes, f"--reboot-method={method}", f"--concurrency={concurrency}", lock_backend
+    )
     before = boot_ids(rolled)
     async with watching(kube, rolled) as seen:
         rolled.trigger()
         await wait_rolled(kube, rolled)
     assert seen.ever_cordoned == set(rolled.nodes)
     assert seen.most_at_once <= concurrency
+    where = "leases/" if on_leases(lock_backend) else "daemonsets/kured"
+    assert any(where in write for write in lock_writes(audit(), rolled))
     after = boot_ids(rolled)
     for node in rolled.nodes:
         assert after[node] != before[node]
@@ -87,9 +103,10 @@ async def test_roll_reboots_every_node_within_the_concurrency(
 
 
 async def test_a_node_cordoned_before_stays_cordoned(
-    fleet: FleetFactory, kube: AsyncClient
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:
-    rolled = await start(fleet, 3)  # two schedulable nodes take turns hosting the workload
+    # Two schedulable nodes take turns hosting the workload.
+    rolled = await start(fleet, 3, lock_backend)
     held = rolled.nodes[0]
     await kube.patch(Node, held, {"spec": {"unschedulable": True}})
     rolled.trigger()
@@ -99,8 +116,10 @@ async def test_a_node_cordoned_before_stays_cordoned(
     assert "Uncordoning node" not in kured_log(rolled, held)
 
 
-async def test_blocking_pod_blocks_only_its_node(fleet: FleetFactory, kube: AsyncClient) -> None:
-    rolled = await start(fleet, 2, "--blocking-pod-selector=role=precious")
+async def test_blocking_pod_blocks_only_its_node(
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
+) -> None:
+    rolled = await start(fleet, 2, "--blocking-pod-selector=role=precious", lock_backend)
     blocked = rolled.nodes[0]
     await precious_pod(kube, rolled, blocked)
     rolled.trigger()
@@ -149,10 +168,14 @@ async def ready_floor(client: AsyncClient, namespace: str, name: str) -> AsyncIt
         yield seen
 
 
-async def test_pdb_min_available_is_never_violated(fleet: FleetFactory, kube: AsyncClient) -> None:
+async def test_pdb_min_available_is_never_violated(
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
+) -> None:
     rolled = await fleet(3)
     namespace = await rolled.workload(stop_seconds=0.5)
-    await rolled.run_kured(FAST, manifests=default_manifests(), as_serviceaccount=True)
+    await rolled.run_kured(
+        [*FAST, lock_backend], manifests=default_manifests(), as_serviceaccount=True
+    )
     async with ready_floor(kube, namespace, "db") as seen:
         rolled.trigger()
         await wait_rolled(kube, rolled)
@@ -174,12 +197,14 @@ async def unevictable(kube: AsyncClient, fleet: Fleet) -> str:
 
 
 async def test_drain_timeout_releases_the_lock_and_uncordons(
-    fleet: FleetFactory, kube: AsyncClient
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:
     rolled = await fleet(1)
     node = await unevictable(kube, rolled)
     await rolled.run_kured(
-        [*FAST, "--drain-timeout=3s"], manifests=default_manifests(), as_serviceaccount=True
+        [*FAST, "--drain-timeout=3s", lock_backend],
+        manifests=default_manifests(),
+        as_serviceaccount=True,
     )
     rolled.trigger()
 
@@ -191,15 +216,16 @@ async def test_drain_timeout_releases_the_lock_and_uncordons(
     await asyncio.sleep(1)
     assert not rolled.reboots(node)
     assert not (await kube.get(Node, node)).spec.unschedulable  # type: ignore[union-attr]
+    assert "Releasing lock" in kured_log(rolled, node)
 
 
 async def test_drain_timeout_with_force_reboot_reboots(
-    fleet: FleetFactory, kube: AsyncClient
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:
     rolled = await fleet(1)
     await unevictable(kube, rolled)
     await rolled.run_kured(
-        [*FAST, "--drain-timeout=2s", "--force-reboot"],
+        [*FAST, "--drain-timeout=2s", "--force-reboot", lock_backend],
         manifests=default_manifests(),
         as_serviceaccount=True,
     )
@@ -217,13 +243,14 @@ async def test_closed_window_does_nothing(fleet: FleetFactory) -> None:
 
 
 async def test_notifications_arrive_with_the_templates(
-    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver
+    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver, lock_backend: str
 ) -> None:
     rolled = await start(
         fleet,
         1,
         f"--notify-url=json://127.0.0.1:{receiver.port}/hook",
         "--message-template-drain=Draining %s now",
+        lock_backend,
         workload=False,
     )
     node = rolled.nodes[0]
@@ -235,18 +262,35 @@ async def test_notifications_arrive_with_the_templates(
     assert f"Node {node} rebooted & uncordoned successfully!" in messages
 
 
-async def test_go_kured_lock_set_by_hand_holds_until_removed(
-    fleet: FleetFactory, kube: AsyncClient
+async def lock_by_hand(kube: AsyncClient, fleet: Fleet, lock_backend: str, holder: str) -> None:
+    """What an operator types to hold the lock (``holder`` "manual") or free it (""): Go
+    kured's annotation without a creation time, or the first slot's Lease without a
+    renewTime. Neither records when it was taken, so kured never reclaims it
+    (:func:`kured.policy.reclaim_reason`: set by hand)."""
+    namespace = fleet.kured_namespace
+    if on_leases(lock_backend):
+        labels = {LOCK_LABEL: "kured", GROUP_LABEL: ""}  # what LeaseLock selects
+        lease = Lease(
+            metadata=ObjectMeta(name="kured-lock-0", namespace=namespace, labels=labels),
+            spec=LeaseSpec(holderIdentity=holder or None),
+        )
+        await kube.apply(lease, field_manager="operator", force=True)
+        return
+    value = json.dumps({"nodeID": holder}) if holder else None
+    patch = {"metadata": {"annotations": {LOCK_ANNOTATION: value}}}
+    await kube.patch(DaemonSet, "kured", patch, namespace=namespace)
+
+
+async def test_a_lock_set_by_hand_holds_until_removed(
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:
-    rolled = await start(fleet, 1, workload=False)
-    patch = {"metadata": {"annotations": {LOCK_ANNOTATION: '{"nodeID":"manual"}'}}}
-    await kube.patch(DaemonSet, "kured", patch, namespace=rolled.kured_namespace)
+    rolled = await start(fleet, 1, lock_backend, workload=False)
+    await lock_by_hand(kube, rolled, lock_backend, "manual")
     rolled.trigger()
     await assert_not_rebooting(rolled)
     assert "Lock already held: manual" in kured_log(rolled, rolled.nodes[0])
     assert await lock_holders(kube, rolled) == ["manual"]
-    unlock = {"metadata": {"annotations": {LOCK_ANNOTATION: None}}}
-    await kube.patch(DaemonSet, "kured", unlock, namespace=rolled.kured_namespace)
+    await lock_by_hand(kube, rolled, lock_backend, "")
     await wait_rolled(kube, rolled)
 
 
@@ -268,15 +312,14 @@ async def test_go_kured_lock_format_is_written(fleet: FleetFactory, kube: AsyncC
     await wait_rolled(kube, rolled)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_daemon_restart_mid_drain_is_not_a_reboot(
-    fleet: FleetFactory, kube: AsyncClient, backend: str
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:
     """Go kured's worst failure: a pod restart while holding the lock counts as "rebooted"."""
     rolled = await fleet(2)
     await rolled.workload(stop_seconds=3)
     await rolled.run_kured(
-        [*FAST, f"--lock-backend={backend}"],
+        [*FAST, lock_backend],
         manifests=default_manifests(),
         as_serviceaccount=True,
     )
@@ -364,17 +407,10 @@ async def move_another_lock(kube: AsyncClient, rolled: Fleet) -> None:
         await asyncio.sleep(1)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 async def test_each_zone_gets_its_own_slots(
-    fleet: FleetFactory, kube: AsyncClient, backend: str
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:
-    rolled = await start(
-        fleet,
-        6,
-        f"--lock-group-label={ZONE_LABEL}",
-        f"--lock-backend={backend}",
-        workload=False,
-    )
+    rolled = await start(fleet, 6, f"--lock-group-label={ZONE_LABEL}", lock_backend, workload=False)
     async with watching(kube, rolled) as seen:
         rolled.trigger()
         await wait_rolled(kube, rolled)
@@ -384,7 +420,7 @@ async def test_each_zone_gets_its_own_slots(
 
 
 async def test_max_unavailable_caps_every_zone_together(
-    fleet: FleetFactory, kube: AsyncClient
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:
     rolled = await start(
         fleet,
@@ -392,6 +428,7 @@ async def test_max_unavailable_caps_every_zone_together(
         f"--lock-group-label={ZONE_LABEL}",
         "--concurrency=2",
         "--max-unavailable=1",
+        lock_backend,
         workload=False,
     )
     async with watching(kube, rolled) as seen:
@@ -400,10 +437,32 @@ async def test_max_unavailable_caps_every_zone_together(
     assert seen.most_at_once == 1
 
 
-async def test_max_unavailable_counts_nodes_down_for_any_reason(
-    fleet: FleetFactory, kube: AsyncClient
+async def test_a_freed_slot_is_taken_at_once_not_at_the_next_period(
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:
-    rolled = await start(fleet, 2, "--max-unavailable=1", workload=False)
+    """Hand-off by watch, across --lock-group-label groups too: the two nodes are in
+    different zones, so each has a slot, but --max-unavailable=1 lets only one go down; the
+    other goes as soon as the first lets go, although its next --period is a minute away."""
+    rolled = await start(
+        fleet,
+        2,
+        "--period=1m",
+        f"--lock-group-label={ZONE_LABEL}",
+        "--max-unavailable=1",
+        lock_backend,
+        workload=False,
+    )
+    async with watching(kube, rolled) as seen:
+        rolled.trigger()
+        await wait_rolled(kube, rolled, within=40)
+    assert seen.most_at_once == 1
+    assert len(set(seen.zones.values())) == 2
+
+
+async def test_max_unavailable_counts_nodes_down_for_any_reason(
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
+) -> None:
+    rolled = await start(fleet, 2, "--max-unavailable=1", lock_backend, workload=False)
     other, target = rolled.nodes
     await kube.patch(Node, other, {"spec": {"unschedulable": True}})  # an operator's cordon
     rolled.trigger(target)
@@ -414,21 +473,26 @@ async def test_max_unavailable_counts_nodes_down_for_any_reason(
 
 
 async def test_roll_with_the_released_manifests_and_kuredctl_status_mid_roll(
-    fleet: FleetFactory, kube: AsyncClient
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str, tmp_path: Path
 ) -> None:
     """The objects users apply (generated from the chart) carry the RBAC the roll needs, and
-    `kubectl kured status` tells the truth while nodes reboot."""
+    `kubectl kured status` tells the truth while nodes reboot. The released file is the
+    chart's defaults; for the Lease backend, the chart rendered with lockBackend: lease."""
     rolled = await fleet(3)
-    await rolled.run_kured(FAST, manifests=[RELEASED], as_serviceaccount=True)
+    if on_leases(lock_backend):
+        lease_values = {"configuration": {"lockBackend": "lease"}}
+        manifest = write_manifest(lease_values, tmp_path / "kured-lease.yaml")
+    else:
+        manifest = RELEASED
+    await rolled.run_kured([*FAST, lock_backend], manifests=[manifest], as_serviceaccount=True)
     rolled.trigger()
 
     async def mid_roll() -> dict[str, Any] | None:
         report = await kuredctl_status(rolled)
-        holders = report["lock"]["holders"]
-        return report if holders else None
+        return report if status_holders(report) else None
 
     report = await wait_until(mid_roll, what="a lock holder in kuredctl status", within=30)
-    (holder,) = (h["nodeID"] for h in report["lock"]["holders"])
+    (holder,) = status_holders(report)
     rows = {row["name"]: row for row in report["nodes"]}
     assert set(rows) >= set(rolled.nodes)
     assert rows[holder]["lock"] == "held"
@@ -437,6 +501,12 @@ async def test_roll_with_the_released_manifests_and_kuredctl_status_mid_roll(
 
 
 RELEASED = Path(__file__).resolve().parents[2] / "deploy" / "manifests" / "kured-0.1.0.yaml"
+
+
+def status_holders(report: dict[str, Any]) -> list[str]:
+    """The holders `kuredctl status -o json` names, of the annotation or of the Leases."""
+    leases = report["leases"]["holders"] if report["leases"] else []
+    return [h["nodeID"] for h in [*report["lock"]["holders"], *leases]]
 
 
 async def kuredctl_status(fleet: Fleet) -> dict[str, Any]:

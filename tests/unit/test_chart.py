@@ -6,7 +6,6 @@ produce the objects of the lead's deploy/*.yaml, and only ever pass flags kured 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from datetime import time
@@ -20,16 +19,11 @@ import yaml
 
 from kured.cli import kured_command, parse_args
 from kured.config import Config
+from tests.chart import render_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "kured"
 GO_VALUES = Path(__file__).with_name("data") / "go-kured-values.yaml"
-_spec = importlib.util.spec_from_file_location(
-    "render_manifests", ROOT / "scripts" / "render-manifests.py"
-)
-assert _spec and _spec.loader
-render_manifests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(render_manifests)
 
 CHART_VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
 CONFIGURATION_KEYS = sorted(set(CHART_VALUES["configuration"]) - {"useRebootSentinelHostPath"})

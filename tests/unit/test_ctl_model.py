@@ -12,12 +12,14 @@ from kured.ctl.model import (
     AgentStatus,
     LockFormat,
     build_status,
+    describe_leases,
     describe_lock,
     history,
     rfc3339,
+    summarize_leases,
     summarize_lock,
 )
-from kured.kube import DaemonSet, Event, Node
+from kured.kube import DaemonSet, Event, Lease, Node
 from kured.policy import PauseNote, Phase
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
@@ -295,6 +297,72 @@ def test_status_uses_the_configured_lock_annotation() -> None:
     report = build_status(ds, [node("n1")], "example.com/lock", NOW)
     assert report.lock.annotation == "example.com/lock"
     assert report.lock.format is LockFormat.SINGLE
+
+
+# -- lock Leases ----------------------------------------------------------------------------
+
+
+def lease(name: str, holder: str = "", renewed: str | None = None, group: str = "") -> Lease:
+    """A lock Lease as kured.lease writes it; without ``renewed`` as an operator sets one by
+    hand (a holder, no renewTime, no duration) or as a release leaves it (no holder)."""
+    spec: dict[str, Any] = {"holderIdentity": holder or None}
+    if renewed:
+        spec |= {"renewTime": renewed, "leaseDurationSeconds": 60}
+    labels = {"kured.dev/lock": "kured", "kured.dev/lock-group": group}
+    return cast(
+        Lease, Lease.from_dict({"metadata": {"name": name, "labels": labels}, "spec": spec})
+    )
+
+
+LEASES = [
+    lease("kured-lock-zone-b-0", "manual"),
+    lease("kured-lock-1"),
+    lease("kured-lock-0", "n1", "2026-11-22T02:59:30.000000Z"),
+    lease("kured-lock-zone-b-1", "n2", "2026-11-22T02:00:00.000000Z", group="zone-b"),
+]
+
+
+def test_no_lease_means_nothing_to_show() -> None:
+    assert summarize_leases([], NOW, None) is None
+
+
+def test_lease_holders_read_like_lock_entries() -> None:
+    summary = summarize_leases(LEASES, NOW, {"n1", "n2"})
+    assert summary is not None
+    assert summary.count == 4
+    held = [
+        (h.lease, h.node_id, h.group, h.hand_set, h.expired, h.is_node) for h in summary.holders
+    ]
+    assert held == [
+        ("kured-lock-0", "n1", "", False, False, True),
+        ("kured-lock-zone-b-0", "manual", "", True, False, False),
+        ("kured-lock-zone-b-1", "n2", "zone-b", False, True, True),
+    ]
+    assert describe_leases(summary) == (
+        "held by n1, manual (set by hand, not a node), n2 (expired) (3 of 4 Leases)"
+    )
+
+
+def test_free_and_unreadable_leases() -> None:
+    free = summarize_leases([lease("kured-lock-0")], NOW, None)
+    assert free is not None
+    assert describe_leases(free) == "free (0 of 1 Leases)"
+    forbidden = summarize_leases([], NOW, None, "permission denied: leases is forbidden")
+    assert forbidden is not None
+    assert describe_leases(forbidden) == "unreadable (permission denied: leases is forbidden)"
+
+
+def test_status_counts_lease_holders_as_lock_holders() -> None:
+    report = build_status(daemonset(), [node("n1"), node("n3")], ANNOTATION, NOW, leases=LEASES)
+    assert report.lock.holders == ()
+    assert report.leases is not None
+    assert [(r.name, r.is_node, r.lock) for r in report.nodes] == [
+        ("n1", True, "held"),
+        ("n3", True, ""),
+        ("manual", False, "held"),
+        ("n2", False, "expired"),
+    ]
+    assert build_status(daemonset(), [], ANNOTATION, NOW).leases is None
 
 
 # -- history ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from kured.ctl.model import (
     AgentStatus,
     HistoryEntry,
     Holder,
+    LeaseSummary,
     LockFormat,
     LockSummary,
     NodeRow,
@@ -172,6 +173,51 @@ def test_status_json_reports_an_unreadable_lock() -> None:
     assert document["lock"]["unreadable"] == "lock annotation is not JSON"
     assert document["lock"]["holders"] == []
     assert document["paused"] is None
+
+
+LEASED = LeaseSummary(
+    count=2,
+    holders=(
+        Holder("n2", CREATED, timedelta(seconds=60), False, True, True, "kured-lock-a-0", "a"),
+    ),
+)
+
+
+def test_status_text_shows_the_lease_line_only_when_leases_exist() -> None:
+    lock = LockSummary("k", LockFormat.NONE, 1)
+    leased = StatusReport("ops", "kured", lock, None, (), LEASED)
+    assert status_text(leased).splitlines()[:3] == [
+        "DaemonSet:   ops/kured",
+        "Lock:        free",
+        "Leases:      held by n2 (1 of 2 Leases)",
+    ]
+    assert (
+        status_text(StatusReport("ops", "kured", lock, None, ()))
+        .splitlines()[2]
+        .startswith("Paused:")
+    )
+
+
+def test_status_json_leases() -> None:
+    lock = LockSummary("k", LockFormat.NONE, 1)
+    document = json.loads(status_json(StatusReport("ns", "kured", lock, None, (), LEASED)))
+    assert document["leases"] == {
+        "count": 2,
+        "unreadable": None,
+        "holders": [
+            {
+                "lease": "kured-lock-a-0",
+                "group": "a",
+                "nodeID": "n2",
+                "renewed": "2026-11-22T02:59:00.5Z",
+                "ttlSeconds": 60,
+                "expired": False,
+                "isNode": True,
+                "unschedulableBefore": True,
+            }
+        ],
+    }
+    assert json.loads(status_json(StatusReport("ns", "kured", lock, None, ())))["leases"] is None
 
 
 ENTRIES = [

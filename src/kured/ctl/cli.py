@@ -95,7 +95,7 @@ def program_name(argv0: str) -> str:
     show_envvar=True,
     default="kured",
     show_default=True,
-    help="Name of kured's DaemonSet (it carries the lock).",
+    help="Name of kured's DaemonSet (it carries the lock, or names the lock Leases).",
 )
 @click.option(
     "--lock-annotation",
@@ -122,7 +122,7 @@ def cli(
 @OUTPUT
 @click.pass_obj
 def status(target: Target, output: str) -> None:
-    """Show each node's reboot state, the lock, pauses.
+    """Show each node's reboot state, the lock (annotation and Leases), pauses.
 
     Per node: reboot needed, maintenance window, blocker, lock, phase, last
     reboot, cordoned, paused. "-" means the daemon has not reported there (yet).
@@ -182,8 +182,9 @@ def current_user() -> str:
 def unlock(target: Target, node: str | None, yes: bool) -> None:
     """Remove the reboot lock, or one node's entry.
 
-    Shows the holders and asks first, unless --yes. The lock is only removed if
-    it is still what was shown.
+    Both backends: the lock annotation on the DaemonSet, and the holders of its
+    lock Leases (--lock-backend=lease). Shows the holders and asks first, unless
+    --yes. The lock is only removed if it is still what was shown.
     """
     if not yes and not sys.stdin.isatty():
         raise CtlError("unlock asks for confirmation but stdin is not a terminal; add --yes")

@@ -3,8 +3,9 @@
 Each operation reads what it needs, lets :mod:`kured.ctl.model` make sense of
 it, and writes only with checks that never overwrite a change someone else made
 in between: the lock through :class:`kured.lock.DaemonSetLock` or a
-resourceVersion-guarded update, annotations on Nodes with a merge patch of one
-key. Every failure a user can cause or meet is turned into :class:`CtlError`
+resourceVersion-guarded update, the lock Leases (``--lock-backend=lease``)
+through :func:`kured.lease.release_leases`, annotations on Nodes with a merge
+patch of one key. Every failure a user can cause or meet is turned into :class:`CtlError`
 with one line that says what to do.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx2
 from lightkube import ConfigError
@@ -21,15 +22,19 @@ from lightkube import ConfigError
 from kured.ctl.model import (
     KURED_EVENTS,
     HistoryEntry,
+    LeaseSummary,
     LockSummary,
     StatusReport,
     build_status,
+    describe_leases,
     describe_lock,
     history,
+    summarize_leases,
     summarize_lock,
 )
 from kured.facts import annotations_of
-from kured.kube import ApiError, Conflict, DaemonSet, Kube, load_config
+from kured.kube import ApiError, Conflict, DaemonSet, Kube, Lease, load_config
+from kured.lease import LOCK_LABEL, release_leases
 from kured.lock import DaemonSetLock, LockFormatError
 from kured.policy import PAUSED_ANNOTATION, PauseNote
 
@@ -55,6 +60,11 @@ class Target:
     @property
     def ds_path(self) -> str:
         return f"{self.namespace}/{self.ds_name}"
+
+    @property
+    def lease_labels(self) -> dict[str, str]:
+        """What selects the DaemonSet's lock Leases, every group's (:mod:`kured.lease`)."""
+        return {LOCK_LABEL: self.ds_name}
 
 
 @contextlib.asynccontextmanager
@@ -105,7 +115,24 @@ async def fetch_status(target: Target, now: datetime) -> StatusReport:
     async with connect(target) as kube:
         ds = await read_daemonset(kube, target)
         nodes = await kube.list_nodes()
-    return build_status(ds, nodes, target.annotation, now)
+        leases, unreadable = await read_leases(kube, target)
+    return build_status(
+        ds, nodes, target.annotation, now, leases=leases, leases_unreadable=unreadable
+    )
+
+
+async def read_leases(kube: Kube, target: Target) -> tuple[list[Lease], str]:
+    """The lock Leases, and why they could not be listed ("" if they could).
+
+    A user whose role predates ``--lock-backend=lease`` may read the DaemonSet but not
+    Leases: that is reported, not fatal, so the annotation lock stays visible to them.
+    """
+    try:
+        return await kube.list_leases(target.namespace, target.lease_labels), ""
+    except ApiError as err:
+        if err.status.code == 403:
+            return [], f"permission denied: {err.status.message or err}"
+        raise
 
 
 # -- pause / resume -------------------------------------------------------------------------
@@ -165,10 +192,28 @@ async def unlock(target: Target, node: str | None, confirm: Confirm | None, now:
     async with connect(target) as kube:
         ds = await read_daemonset(kube, target)
         text = annotations_of(ds).get(target.annotation)
-        lock = summarize_lock(target.annotation, text, now, await _node_names(kube))
+        names = await _node_names(kube)
+        lock = summarize_lock(target.annotation, text, now, names)
+        leases, unreadable = await read_leases(kube, target)
+        shown = Shown(lock, summarize_leases(leases, now, names, unreadable))
         if node is None:
-            return await _unlock_all(kube, target, ds, lock, confirm)
-        return await _unlock_node(kube, target, node, lock, confirm)
+            return await _unlock_all(kube, target, ds, shown, confirm)
+        return await _unlock_node(kube, target, node, shown, confirm)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The lock as ``unlock`` showed it: the annotation, and the Leases if there are any."""
+
+    lock: LockSummary
+    leases: LeaseSummary | None
+
+    def lease_holders(self) -> list[str]:
+        return [h.node_id for h in self.leases.holders] if self.leases else []
+
+    def describe(self) -> str:
+        leases = f"; Leases: {describe_leases(self.leases)}" if self.leases else ""
+        return f"{describe_lock(self.lock)}{leases}"
 
 
 async def _node_names(kube: Kube) -> set[str] | None:
@@ -181,19 +226,31 @@ async def _node_names(kube: Kube) -> set[str] | None:
         raise
 
 
-def _ask(confirm: Confirm | None, target: Target, lock: LockSummary, question: str) -> None:
-    shown = f"Lock {target.annotation} on DaemonSet {target.ds_path}: {describe_lock(lock)}"
-    if confirm is not None and not confirm(f"{shown}\n{question}"):
+def _ask(confirm: Confirm | None, target: Target, shown: Shown, question: str) -> None:
+    lines = [f"Lock {target.annotation} on DaemonSet {target.ds_path}: {describe_lock(shown.lock)}"]
+    if shown.leases:
+        lines.append(f"Lock Leases of DaemonSet {target.ds_path}: {describe_leases(shown.leases)}")
+    if confirm is not None and not confirm("\n".join([*lines, question])):
         raise CtlError("not confirmed; nothing changed")
 
 
 async def _unlock_all(
-    kube: Kube, target: Target, ds: DaemonSet, lock: LockSummary, confirm: Confirm | None
+    kube: Kube, target: Target, ds: DaemonSet, shown: Shown, confirm: Confirm | None
 ) -> str:
-    shown = annotations_of(ds).get(target.annotation)
-    if shown is None:
+    """The annotation first (nothing is written if it changed), then the Leases."""
+    text = annotations_of(ds).get(target.annotation)
+    if text is None and not shown.lease_holders():
         return "the lock is free; nothing to do"
-    _ask(confirm, target, lock, "Remove the whole lock?")
+    _ask(confirm, target, shown, "Remove the whole lock?")
+    done = [await _remove_annotation(kube, target, ds, shown.lock)] if text is not None else []
+    if shown.lease_holders():
+        done.append(await _free_leases(kube, target, shown))
+    return "; ".join(done)
+
+
+async def _remove_annotation(kube: Kube, target: Target, ds: DaemonSet, lock: LockSummary) -> str:
+    """Remove the annotation as it was shown, or nothing if it changed since."""
+    shown = annotations_of(ds).get(target.annotation)
     for _ in range(MAX_WRITE_ATTEMPTS):
         current = annotations_of(ds).get(target.annotation)
         if current is None:
@@ -210,16 +267,57 @@ async def _unlock_all(
     raise CtlError(f"DaemonSet {target.ds_path} kept changing; nothing removed, try again")
 
 
+async def _free_leases(kube: Kube, target: Target, shown: Shown) -> str:
+    """Free the Leases of the holders shown; nothing if another node took one meanwhile.
+
+    Each holder's Leases are cleared only while that holder still has them
+    (:func:`kured.lease.release_leases`), so a slot that changed hands after the check
+    is never taken from a node the user did not see.
+    """
+    leases, _ = await read_leases(kube, target)
+    current = summarize_leases(leases, datetime.now(UTC), None) or LeaseSummary(0)
+    if any(h.node_id not in shown.lease_holders() for h in current.holders):
+        raise CtlError(
+            f"the lock Leases changed meanwhile (now {describe_leases(current)}); "
+            "no Lease freed, run unlock again"
+        )
+    freed = [n for n in shown.lease_holders() if await _release_lease(kube, target, n)]
+    if not freed:
+        return "the lock Leases were released meanwhile; nothing to do"
+    return f"freed the lock Leases of {', '.join(freed)}"
+
+
+async def _release_lease(kube: Kube, target: Target, node: str) -> bool:
+    try:
+        return await release_leases(kube, target.namespace, target.lease_labels, node)
+    except TimeoutError as err:
+        raise CtlError(f"could not free {node}'s lock Lease: {err}") from err
+
+
 async def _unlock_node(
-    kube: Kube, target: Target, node: str, lock: LockSummary, confirm: Confirm | None
+    kube: Kube, target: Target, node: str, shown: Shown, confirm: Confirm | None
 ) -> str:
-    if lock.unreadable:
+    lock = shown.lock
+    in_annotation = node in {h.node_id for h in lock.holders}
+    in_leases = node in shown.lease_holders()
+    if lock.unreadable and not in_leases:
         raise CtlError(
             f"the lock is unreadable ({lock.unreadable}); run unlock without --node to remove it"
         )
-    if node not in {h.node_id for h in lock.holders}:
-        raise CtlError(f"{node} does not hold the lock ({describe_lock(lock)})")
-    _ask(confirm, target, lock, f"Remove {node}'s entry?")
+    if not in_annotation and not in_leases:
+        raise CtlError(f"{node} does not hold the lock ({shown.describe()})")
+    _ask(confirm, target, shown, f"Remove {node}'s entry?")
+    done = [await _release_entry(kube, target, node, lock)] if in_annotation else []
+    if in_leases:
+        freed = await _release_lease(kube, target, node)
+        done.append(
+            f"freed {node}'s lock Lease" if freed else f"{node} released its Lease meanwhile"
+        )
+    return "; ".join(done)
+
+
+async def _release_entry(kube: Kube, target: Target, node: str, lock: LockSummary) -> str:
+    """Remove ``node``'s entry from whatever the annotation holds at the time of the write."""
     daemonset_lock = DaemonSetLock(
         kube,
         namespace=target.namespace,

@@ -1,7 +1,7 @@
 """Pure functions that turn what the daemon recorded in the cluster into rows.
 
 Nothing here talks to the API server: :mod:`kured.ctl.cluster` fetches the
-DaemonSet, the Nodes and the Events, and these functions decide what they mean
+DaemonSet, its lock Leases, the Nodes and the Events, and these functions decide what they mean
 (who holds the lock, which nodes need a reboot, whether kured is paused), so
 every rule can be tested without a cluster. The keys read here are the contract
 in ``docs/architecture.md`` ("What the daemon records in the cluster").
@@ -17,8 +17,9 @@ from enum import StrEnum
 from typing import Any
 
 from kured.facts import annotations_of
-from kured.kube import DaemonSet, Event, Node
-from kured.lock import LockFormatError, parse
+from kured.kube import DaemonSet, Event, Lease, Node
+from kured.lease import GROUP_LABEL, holder_of, lease_entry, lease_name
+from kured.lock import LockEntry, LockFormatError, parse
 from kured.policy import (
     PAUSED_ANNOTATION,
     PROGRESS_ANNOTATION,
@@ -113,6 +114,8 @@ class Holder:
     expired: bool
     is_node: bool  # False for names such as "manual", or nodes deleted since
     unschedulable_before: bool
+    lease: str = ""  # the Lease it holds (``--lock-backend=lease``); "" for annotation entries
+    group: str = ""  # that Lease's ``--lock-group-label`` group ("" without groups)
 
     @property
     def hand_set(self) -> bool:
@@ -130,9 +133,13 @@ class LockSummary:
     unreadable: str = ""  # why the annotation is not a kured lock, if it is not
 
     def state_of(self, name: str) -> str:
-        """``held``, ``expired`` (still holding its slot) or ``""`` for one name."""
-        entries = (h for h in self.holders if h.node_id == name)
-        return next(("expired" if h.expired else "held" for h in entries), "")
+        return _state_of(self.holders, name)
+
+
+def _state_of(holders: Iterable[Holder], name: str) -> str:
+    """``held``, ``expired`` (still holding its slot) or ``""`` for one name."""
+    entries = (h for h in holders if h.node_id == name)
+    return next(("expired" if h.expired else "held" for h in entries), "")
 
 
 def summarize_lock(
@@ -150,20 +157,26 @@ def summarize_lock(
         record = parse(text)
     except LockFormatError as err:
         return LockSummary(annotation, form, max_owners, unreadable=str(err))
-    holders = tuple(
-        Holder(
-            node_id=e.node_id,
-            created=e.created,
-            ttl=e.ttl,
-            expired=e.expired(now),
-            is_node=node_names is None or e.node_id in node_names,
-            unschedulable_before=e.unschedulable_before,
-        )
-        for e in record.entries
-    )
+    holders = tuple(_holder(e, now, node_names) for e in record.entries)
     # A multi lock without a usable maxOwners still needs the multi format written back.
     slots = max(max_owners, len(holders), 2) if form is LockFormat.MULTI else max_owners
     return LockSummary(annotation, form, slots, holders)
+
+
+def _holder(
+    entry: LockEntry, now: datetime, node_names: Collection[str] | None, lease: Lease | None = None
+) -> Holder:
+    labels = (lease.metadata.labels if lease and lease.metadata else None) or {}
+    return Holder(
+        node_id=entry.node_id,
+        created=entry.created,
+        ttl=entry.ttl,
+        expired=entry.expired(now),
+        is_node=node_names is None or entry.node_id in node_names,
+        unschedulable_before=entry.unschedulable_before,
+        lease=lease_name(lease) if lease else "",
+        group=labels.get(GROUP_LABEL, ""),
+    )
 
 
 def _format_of(text: str | None) -> tuple[LockFormat, int]:
@@ -191,6 +204,43 @@ def describe_lock(lock: LockSummary) -> str:
     if lock.format is LockFormat.SINGLE:
         return f"{held} (single-owner format)"
     return held
+
+
+@dataclass(frozen=True)
+class LeaseSummary:
+    """The lock Leases of the DaemonSet (``--lock-backend=lease``), every group's.
+
+    Leases are made one slot at a time, when a node first needs it, so how many exist
+    says nothing about ``--concurrency``: only who holds which is known.
+    """
+
+    count: int  # Lease objects labelled with the DaemonSet's name, held or free
+    holders: tuple[Holder, ...] = ()  # by Lease name
+    unreadable: str = ""  # why they could not be listed (RBAC), if they could not
+
+
+def summarize_leases(
+    leases: Sequence[Lease], now: datetime, node_names: Collection[str] | None, unreadable: str = ""
+) -> LeaseSummary | None:
+    """None when there is no Lease to show (the annotation backend's clusters).
+
+    A Lease holder is the annotation entry's twin (:func:`kured.lease.lease_entry`): its
+    renewTime counts as the creation time, so one without a renewTime reads as set by hand.
+    """
+    if not leases and not unreadable:
+        return None
+    held = sorted((lease for lease in leases if holder_of(lease)), key=lease_name)
+    holders = tuple(_holder(lease_entry(lease), now, node_names, lease) for lease in held)
+    return LeaseSummary(len(leases), holders, unreadable)
+
+
+def describe_leases(leases: LeaseSummary) -> str:
+    """One line: who holds the lock Leases, out of how many there are."""
+    if leases.unreadable:
+        return f"unreadable ({leases.unreadable})"
+    names = [_holder_label(h) for h in leases.holders]
+    held = f"held by {', '.join(names)}" if names else "free"
+    return f"{held} ({len(leases.holders)} of {leases.count} Leases)"
 
 
 def _holder_label(holder: Holder) -> str:
@@ -233,24 +283,35 @@ class StatusReport:
     lock: LockSummary
     paused: PauseNote | None
     nodes: tuple[NodeRow, ...]
+    leases: LeaseSummary | None = None  # None: no lock Lease exists
 
 
 def build_status(
-    ds: DaemonSet, nodes: Sequence[Node], annotation: str, now: datetime
+    ds: DaemonSet,
+    nodes: Sequence[Node],
+    annotation: str,
+    now: datetime,
+    *,
+    leases: Sequence[Lease] = (),
+    leases_unreadable: str = "",
 ) -> StatusReport:
-    """Everything ``kuredctl status`` shows, from one read of the DaemonSet and the Nodes."""
+    """Everything ``kuredctl status`` shows, from one read of the DaemonSet, its lock Leases
+    (``leases_unreadable``: why they could not be listed) and the Nodes."""
     meta = ds.metadata
     names = {_node_name(node) for node in nodes}
     lock = summarize_lock(annotation, annotations_of(ds).get(annotation), now, names)
-    rows = [_node_row(node, lock) for node in sorted(nodes, key=_node_name)]
-    strangers = sorted({h.node_id for h in lock.holders if not h.is_node})
-    rows += [NodeRow(name, is_node=False, lock=lock.state_of(name)) for name in strangers]
+    held = summarize_leases(leases, now, names, leases_unreadable)
+    holders = [*lock.holders, *(held.holders if held else ())]
+    rows = [_node_row(node, holders) for node in sorted(nodes, key=_node_name)]
+    strangers = sorted({h.node_id for h in holders if not h.is_node})
+    rows += [NodeRow(name, is_node=False, lock=_state_of(holders, name)) for name in strangers]
     return StatusReport(
         namespace=(meta.namespace if meta else None) or "",
         name=(meta.name if meta else None) or "",
         lock=lock,
         paused=paused_by(ds),
         nodes=tuple(rows),
+        leases=held,
     )
 
 
@@ -258,7 +319,7 @@ def _node_name(node: Node) -> str:
     return (node.metadata.name if node.metadata else None) or ""
 
 
-def _node_row(node: Node, lock: LockSummary) -> NodeRow:
+def _node_row(node: Node, holders: Sequence[Holder]) -> NodeRow:
     annotations = annotations_of(node)
     name = _node_name(node)
     progress_text = annotations.get(PROGRESS_ANNOTATION)
@@ -267,7 +328,7 @@ def _node_row(node: Node, lock: LockSummary) -> NodeRow:
         is_node=True,
         status=AgentStatus.parse(annotations.get(STATUS_ANNOTATION)),
         progress=Progress.from_json(progress_text).phase if progress_text else None,
-        lock=lock.state_of(name),
+        lock=_state_of(holders, name),
         cordoned=bool(node.spec and node.spec.unschedulable),
         paused=paused_by(node),
     )

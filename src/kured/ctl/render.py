@@ -18,9 +18,11 @@ from kured.ctl.model import (
     AgentStatus,
     HistoryEntry,
     Holder,
+    LeaseSummary,
     LockSummary,
     NodeRow,
     StatusReport,
+    describe_leases,
     describe_lock,
     rfc3339,
 )
@@ -75,9 +77,10 @@ def to_json(document: dict[str, Any]) -> str:
 
 def status_text(report: StatusReport) -> str:
     paused = f"yes, {report.paused.describe()}" if report.paused else "no"
+    leases = [("Leases:", describe_leases(report.leases))] if report.leases else []
     header = table(
         ("DaemonSet:", f"{report.namespace}/{report.name}"),
-        [("Lock:", describe_lock(report.lock)), ("Paused:", paused)],
+        [("Lock:", describe_lock(report.lock)), *leases, ("Paused:", paused)],
     )
     return f"{header}\n\n{table(STATUS_COLUMNS, [_status_cells(row) for row in report.nodes])}"
 
@@ -109,6 +112,7 @@ def status_json(report: StatusReport) -> str:
             "daemonSet": {"namespace": report.namespace, "name": report.name},
             "paused": _pause_json(report.paused),
             "lock": _lock_json(report.lock),
+            "leases": _leases_json(report.leases),
             "nodes": [_node_json(row) for row in report.nodes],
         }
     )
@@ -128,10 +132,24 @@ def _lock_json(lock: LockSummary) -> dict[str, Any]:
     }
 
 
-def _holder_json(holder: Holder) -> dict[str, Any]:
+def _leases_json(leases: LeaseSummary | None) -> dict[str, Any] | None:
+    if leases is None:
+        return None
+    return {
+        "count": leases.count,
+        "unreadable": leases.unreadable or None,
+        "holders": [
+            {"lease": h.lease, "group": h.group, **_holder_json(h, since="renewed")}
+            for h in leases.holders
+        ],
+    }
+
+
+def _holder_json(holder: Holder, since: str = "created") -> dict[str, Any]:
+    """An annotation entry's ``created``, or (``since="renewed"``) a Lease's renewTime."""
     return {
         "nodeID": holder.node_id,
-        "created": format_go_time(holder.created) if holder.created else None,
+        since: format_go_time(holder.created) if holder.created else None,
         "ttlSeconds": int(holder.ttl.total_seconds()),
         "expired": holder.expired,
         "isNode": holder.is_node,

@@ -98,6 +98,7 @@ class Settings:
     scale_concurrency: int = 5
     timeout: float = 3600.0  # for any one wait (a roll, the daemons' first report)
     scenarios: tuple[str, ...] = SCENARIOS
+    modes: tuple[str, ...] = MODES  # the makespan rolls' daemons
 
     def __post_init__(self) -> None:
         """A roll that cordons every node at once deadlocks on the workload's budgets (the
@@ -281,10 +282,11 @@ async def roll(bench: Bench, fleet: Fleet, concurrency: int, chart: str) -> dict
 
 
 async def makespan(bench: Bench) -> dict[str, Any]:
-    """Ours and polling side by side, for each concurrency, each on a fresh fleet."""
+    """Ours and polling (or the --modes chosen) side by side, for each concurrency, each on a
+    fresh fleet."""
     settings = bench.settings
-    rolls: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
-    for mode in MODES:
+    rolls: dict[str, dict[str, Any]] = {mode: {} for mode in settings.modes}
+    for mode in settings.modes:
         for concurrency in settings.concurrency:
             name = f"{mode}-c{concurrency}"
             flags = settings.flags(mode, concurrency)
@@ -298,7 +300,8 @@ async def makespan(bench: Bench) -> dict[str, Any]:
 
 async def _detect_once(watch: Watch, fleet: Fleet, node: str) -> float:
     """One sample: the node's sentinel created at a random moment of its daemon's sentinel
-    check cycle, then seconds until the node shows cordoned; waits until it is done."""
+    check cycle (where it polls; with inotify the moment does not matter), then seconds until
+    the node shows cordoned; waits until it is done."""
     await asyncio.sleep(random.uniform(0, SENTINEL_POLL_SECONDS))
     line = watch.roll.timelines[node]
     created = time.monotonic()
@@ -507,6 +510,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--scale-concurrency", type=_positive, default=defaults.scale_concurrency)
     add("--timeout", type=float, default=defaults.timeout, help="for any one wait (s)")
     add("--only", choices=SCENARIOS, action="append", help="run only these (repeatable)")
+    add("--modes", choices=MODES, nargs="+", default=list(MODES), help="makespan rolls of these")
     add("--out", type=Path, default=RESULTS, help="where results go (default: bench/results)")
     add("--state-dir", type=Path, help="default: a new temporary directory")
     return parser
@@ -525,6 +529,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         scale_concurrency=args.scale_concurrency,
         timeout=args.timeout,
         scenarios=tuple(s for s in SCENARIOS if s in (args.only or SCENARIOS)),
+        modes=tuple(m for m in MODES if m in args.modes),
     )
 
 

@@ -1,0 +1,236 @@
+"""The drain waits on watches, not on its clocks: a refused eviction is retried as soon as its
+PodDisruptionBudget has room, and evicted pods are seen going as they go. With Go kured's
+RBAC (no watch) it falls back to the back-off and to polling, and says so once; and
+--skip-wait-for-delete-timeout still ends the wait for a pod on time while it is watched.
+
+The drainer runs in the test's process, as a ServiceAccount with the RBAC under test, against
+the sandbox's real API server; its clocks are set long enough that a drain that waited on
+them could not finish within the assertions' bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube import AsyncClient, codecs
+from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
+
+from kured import drain
+from kured.drain import Drainer, DrainOptions
+from kured.kube import Kube, load_config
+from kured.sandbox.api import Fleet, FleetFactory, default_manifests, wait_until
+from kured.sandbox.controlplane import ControlPlane
+from kured.sandbox.manifests import apply_manifests, load_manifests, service_account_kubeconfig
+
+pytestmark = pytest.mark.e2e
+
+LONG = 30.0  # seconds: a clock the drain must not be waiting on
+OPTIONS = DrainOptions(
+    grace_period=None, pod_selector="", timeout=None, skip_wait_for_delete_after=None
+)
+# Go kured 1.23's ClusterRole: no watch of anything.
+GO_KURED_RBAC: list[dict[str, Any]] = [
+    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kured"}},
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "kured"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "get", "delete"]},
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "kured"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "kured",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": "kured", "namespace": "kube-system"}],
+    },
+]
+
+
+async def as_kured(
+    kube: AsyncClient, plane: ControlPlane, fleet: Fleet, rbac: list[dict[str, Any]]
+) -> Path:
+    """A kubeconfig of kured's ServiceAccount with the given RBAC, in the fleet's namespace."""
+    namespace = fleet.kured_namespace
+    fleet.namespaces.add(namespace)
+    fleet.cluster_objects |= set(await apply_manifests(kube, rbac, namespace, fleet.name))
+    return await service_account_kubeconfig(kube, plane, namespace, "kured")
+
+
+def repo_rbac() -> list[dict[str, Any]]:
+    return [m for m in load_manifests(default_manifests()) if m["kind"] != "DaemonSet"]
+
+
+async def web_budget(kube: AsyncClient, namespace: str, max_unavailable: int) -> None:
+    pdb = {
+        "apiVersion": "policy/v1beta1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "maxUnavailable": max_unavailable},
+    }
+    await kube.apply(codecs.from_dict(pdb), field_manager="test", force=True)
+
+
+async def pods_on(kube: AsyncClient, node: str) -> list[str]:
+    pods = kube.list(Pod, namespace="*", fields={"spec.nodeName": node})
+    return [p.metadata.name async for p in pods if p.metadata and p.metadata.name]
+
+
+@pytest.fixture
+def slow_clocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    for clock in (
+        "EVICTION_RETRY_FIRST_SECONDS",
+        "EVICTION_RETRY_MAX_SECONDS",
+        "DELETION_POLL_SECONDS",
+        "DELETION_RELIST_SECONDS",
+    ):
+        monkeypatch.setattr(drain, clock, LONG)
+
+
+@contextlib.asynccontextmanager
+async def draining(config: Path, node: str) -> AsyncIterator[asyncio.Task[None]]:
+    """A drain of ``node`` by kured's Drainer as the kubeconfig's user, running meanwhile."""
+    async with Kube(load_config(str(config))) as kube:
+        task = asyncio.create_task(Drainer(kube, OPTIONS).drain(node))
+        try:
+            yield task
+        finally:
+            task.cancel()
+
+
+async def refused(caplog: pytest.LogCaptureFixture, what: str) -> bool:
+    return any("Error when evicting pod" in r.message and what in r.message for r in caplog.records)
+
+
+@pytest.mark.usefixtures("slow_clocks")
+async def test_a_refused_eviction_goes_once_its_budget_has_room(
+    fleet: FleetFactory,
+    kube: AsyncClient,
+    control_plane: ControlPlane,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="kured.drain")
+    started = await fleet(1)
+    namespace = await started.workload(stop_seconds=0.5)
+    await web_budget(kube, namespace, 0)
+    config = await as_kured(kube, control_plane, started, repo_rbac())
+    node = started.nodes[0]
+    before = await pods_on(kube, node)
+    async with draining(config, node) as drained:
+        await wait_until(lambda: refused(caplog, "/web-"), what="web's eviction refused", within=30)
+        await asyncio.sleep(1.0)  # the drain is now waiting, its back-off 30 s away
+        opened = time.monotonic()
+        await web_budget(kube, namespace, 1)
+        await asyncio.wait_for(drained, LONG)
+        took = time.monotonic() - opened
+    # Two web pods, one disruption at a time: each goes once a replacement is Ready, and
+    # the drain ends when the last has stopped (0.5 s), not at a 30 s clock.
+    assert took < 10, f"drain ended {took:.1f} s after the budget had room"
+    assert not set(before) & set(await pods_on(kube, node))  # replacements may land there
+
+
+@pytest.mark.usefixtures("slow_clocks")
+async def test_evicted_pods_are_seen_going_at_once(
+    fleet: FleetFactory, kube: AsyncClient, control_plane: ControlPlane
+) -> None:
+    started = await fleet(2)
+    await started.workload(stop_seconds=0.5)
+    config = await as_kured(kube, control_plane, started, repo_rbac())
+    node = started.nodes[0]
+    began = time.monotonic()
+    async with draining(config, node) as drained:
+        await asyncio.wait_for(drained, LONG)
+    # Pods stop in 0.5 s, a budget's room comes back within a second or two: far below
+    # the 30 s between two lists of the node's pods.
+    assert time.monotonic() - began < 10
+
+
+async def test_without_watch_rights_the_drain_falls_back_to_its_clocks(
+    fleet: FleetFactory,
+    kube: AsyncClient,
+    control_plane: ControlPlane,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="kured.drain")
+    started = await fleet(1)
+    namespace = await started.workload(stop_seconds=0.5)
+    await web_budget(kube, namespace, 0)
+    config = await as_kured(kube, control_plane, started, GO_KURED_RBAC)
+    node = started.nodes[0]
+    before = await pods_on(kube, node)
+    async with draining(config, node) as drained:
+        await wait_until(lambda: refused(caplog, "/web-"), what="web's eviction refused", within=30)
+        await web_budget(kube, namespace, 1)
+        await asyncio.wait_for(drained, 60)
+    told = [r.message for r in caplog.records if r.message.startswith("Not allowed to watch")]
+    assert sorted(m.split(" (")[0] for m in told) == [
+        "Not allowed to watch poddisruptionbudgets",
+        "Not allowed to watch pods",
+    ]
+    assert not set(before) & set(await pods_on(kube, node))  # replacements may land there
+
+
+@pytest.mark.usefixtures("slow_clocks")
+async def test_skip_wait_for_delete_timeout_ends_the_wait_on_time(
+    fleet: FleetFactory, kube: AsyncClient, control_plane: ControlPlane
+) -> None:
+    """A pod that never goes (here a finalizer holds it, as a dead kubelet would) is not
+    waited for once its deletion is older than the timeout, though pods are watched."""
+    started = await fleet(2)
+    namespace = await started.workload(stop_seconds=0.5)
+    config = await as_kured(kube, control_plane, started, repo_rbac())
+    standalone = await kube.get(Pod, "standalone", namespace=namespace)
+    node = str(standalone.spec.nodeName if standalone.spec else "")
+    merge = PatchType.MERGE
+    hold, release = ({"metadata": {"finalizers": f}} for f in (["e2e.kured.io/hold"], None))
+    await kube.patch(Pod, "standalone", hold, namespace=namespace, patch_type=merge)
+    options = dataclasses.replace(
+        OPTIONS, grace_period=1, skip_wait_for_delete_after=timedelta(seconds=3)
+    )
+    try:
+        began = time.monotonic()
+        async with Kube(load_config(str(config))) as client:
+            await asyncio.wait_for(Drainer(client, options).drain(node), LONG)
+        took = time.monotonic() - began
+        held = await kube.get(Pod, "standalone", namespace=namespace)
+    finally:
+        await kube.patch(Pod, "standalone", release, namespace=namespace, patch_type=merge)
+    # Deleted with 1 s of grace, then 3 s more: not the 30 s between two lists of the pods.
+    assert took < 10, f"drain took {took:.1f} s"
+    assert held.metadata and held.metadata.deletionTimestamp  # still there, being deleted
+
+
+async def test_eviction_and_budget_versions_come_from_discovery(
+    fleet: FleetFactory,
+    kube: AsyncClient,
+    control_plane: ControlPlane,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Go kured's RBAC is enough: discovery is open to every authenticated user. The
+    Eviction version is read from core discovery's ``pods/eviction`` entry (Kubernetes 1.21
+    serves policy/v1 budgets but only policy/v1beta1 evictions), so the entry must say it."""
+    caplog.set_level(logging.WARNING, logger="kured.kube")
+    started = await fleet(1)
+    config = await as_kured(kube, control_plane, started, GO_KURED_RBAC)
+    async with Kube(load_config(str(config))) as client:
+        assert await client.eviction_version() == "policy/v1beta1"  # the sandbox is 1.20
+        assert await client.budget_version() == "policy/v1beta1"
+    assert not [r.message for r in caplog.records if "names no Eviction version" in r.message]
