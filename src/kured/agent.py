@@ -6,10 +6,12 @@ gathers observations and carries out steps. Progress is recorded on the Node
 daemon killed at any point picks up where it was.
 
 Waiting is event-driven: a watch on the lock's DaemonSet wakes the agent as
-soon as a slot frees up, and inotify on the sentinel's directory (a cheap stat
-every few seconds where inotify is unavailable) notices a new reboot
-requirement at once. ``--period`` stays the longest time between
-two full evaluations (and the only clock when watches are not allowed).
+soon as a slot frees up (a node waiting for one after a random spread, so that a
+hundred waiting nodes do not all race for it), and inotify on the sentinel's
+directory (a cheap stat every few seconds where inotify is unavailable) notices a
+new reboot requirement at once. A lock change wakes only an agent it matters to:
+not an idle one, nor one whose host is going down. ``--period`` stays the longest
+time between two full evaluations (and the only clock when watches are not allowed).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from kured.filewatch import FileWatch
 from kured.host import Host, HostError
 from kured.kube import ApiError, DaemonSet, Kube, Node, load_config
 from kured.lease import LeaseLock
-from kured.lock import DaemonSetLock, Lock, LockFormatError, LockView
+from kured.lock import DaemonSetLock, Lock, LockChange, LockFormatError, LockView
 from kured.metrics import Health, Metrics, MetricsServer
 from kured.need import RebootNeed, assess, sentinel_source
 from kured.notify import Details, Notifier
@@ -77,9 +79,19 @@ ERROR_RETRY_SECONDS = 5.0
 GATE_QUERY_TIMEOUT = 10.0
 WATCH_RETRY_MAX_SECONDS = 30.0
 JITTER = 0.1
+# How far apart nodes waiting for a slot wake when one frees: per node running kured, and
+# at most (see Agent._on_lock_change).
+SLOT_SPREAD_PER_NODE_SECONDS = 0.01
+SLOT_SPREAD_MAX_SECONDS = 2.0
 HEALTH_BEAT_SECONDS = 30.0
 HEALTH_STUCK_SECONDS = 180.0  # one evaluation: a few bounded API calls and checks
 HEALTH_SLACK_SECONDS = 60.0
+
+# Steps after which a lock change is no news: nothing to do with the lock (idle, waiting
+# for the window, the reboot-loop guard, a dry run) or the host is going down.
+LOCK_BLIND = frozenset({Step.NOTHING, Step.LOOP_GUARD, Step.DRY_RUN, Step.REBOOT})
+# Steps after which only a change that frees a slot is news.
+WANTS_A_SLOT = frozenset({Step.WAIT_FOR_LOCK, Step.ACQUIRE_LOCK})
 
 ACTIVITY = {
     Step.BLOCKED: "blocked",
@@ -145,6 +157,10 @@ class Agent:
         self._health = health
         self._events = EventRecorder(kube)
         self._wake = asyncio.Event()
+        self._last_step: Step | None = None  # the last decision's (None: deciding)
+        # A waiting node's wake-up, pending since a slot freed (None: none pending).
+        self._spread_wake: asyncio.TimerHandle | None = None
+        self._slot_spread = SLOT_SPREAD_MAX_SECONDS  # for the DaemonSet's size, once read
         self._last_sentinel: bool | None = None
         self._status: dict[str, Any] = {}  # what kured.dev/status says (as last read or written)
         self._status_changed = False
@@ -186,6 +202,7 @@ class Agent:
             if not (self.config.poll_only or self.config.reboot_sentinel_command):
                 tasks.create_task(self._watch_sentinel())
             while True:
+                self._wake.clear()  # what changes from here on, during the evaluation too, is news
                 try:
                     pause = await self.run_once()
                 except (
@@ -219,10 +236,12 @@ class Agent:
     async def run_once(self) -> float:
         """One decision and its step; returns how long to wait before the next (0 = at once)."""
         self._health.beat("evaluate")
+        self._last_step = None  # until the decision, every lock change may be news
         seen = await self.observe()
         if seen is None:
             return self._period()
         decision = decide(seen.obs)
+        self._last_step = decision.step
         log.debug("decision %s: %s", decision.step, decision.reason)
         await self._publish_status(decision, seen)
         return await self.apply(decision, seen)
@@ -233,6 +252,7 @@ class Agent:
             log.error("Node %s not found; waiting for it to be registered", self.node_id)
             return None
         ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
+        self._slot_spread = slot_spread(ds)
         lock = await self.lock.snapshot(ds)
         if lock.unreadable:
             log.error("Lock annotation is unreadable: %s", lock.unreadable)
@@ -502,7 +522,12 @@ class Agent:
         await self._notify("reboot", self.node_id, self._details(seen))
         await self._host.reboot()
         log.info("Waiting for reboot")
-        return self._period()
+        # As Go kured: wait for the host to go down. A lock change is no news here, and
+        # commanding the reboot again on each would reboot twice wherever a second command
+        # queues a second reboot (a BMC or cloud API call); only after a whole period with
+        # the host still up does the next evaluation command it again.
+        await self._sleep(self._period(), wakeable=False)
+        return 0
 
     async def _finish(self, decision: Decision, seen: Seen) -> float:
         """Back from the reboot: uncordon (if we cordoned), then hold the lock for the gate."""
@@ -714,28 +739,28 @@ class Agent:
     def _period(self) -> float:
         return self.config.period.total_seconds() * random.uniform(1, 1 + JITTER)
 
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep until the timeout or until a watcher says something changed.
+    async def _sleep(self, seconds: float, *, wakeable: bool = True) -> None:
+        """Sleep until the timeout or (if wakeable) until a watcher says something changed.
 
         The sleep is cut in slices that each beat the health check, so a long
         ``--period`` is not mistaken for a stuck loop.
         """
-        self._wake.clear()
+        wake = self._wake if wakeable else asyncio.Event()
         deadline = asyncio.get_running_loop().time() + seconds
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             self._health.beat("waiting")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(left, HEALTH_BEAT_SECONDS))
+            if await woken(wake, min(left, HEALTH_BEAT_SECONDS)):
                 return
 
     async def _watch_lock(self) -> None:
-        """Wake the loop whenever the lock changes; back off on errors."""
+        """Wake the loop when the lock changes in a way that matters to the last step; back
+        off on errors."""
         delay = 1.0
         while True:
             try:
-                async for _event in self.lock.changes():
+                async for change in self.lock.changes():
                     delay = 1.0
-                    self._wake.set()
+                    self._on_lock_change(change)
             except ApiError as err:
                 if err.status.code == 403:
                     log.warning("Not allowed to watch the lock (%s); polling every --period", err)
@@ -745,6 +770,33 @@ class Agent:
                 log.debug("lock watch failed: %s", err)
             await asyncio.sleep(delay)
             delay = min(delay * 2, WATCH_RETRY_MAX_SECONDS)
+
+    def _on_lock_change(self, change: LockChange) -> None:
+        """Wake the loop if the change matters after the last step.
+
+        A slot that frees up is news to every node waiting for one, and all of them reading
+        the lock and writing it at once is a thundering herd: one wins, the others get 409
+        Conflict and read again, on every hand-off. So a waiting node wakes at a random
+        moment of a spread that grows with the fleet (:func:`slot_spread`): the first of W
+        waiters wakes about spread/W after the slot freed and takes it, and the others, told
+        by the watch that every slot is taken again before their turn, do not wake at all.
+        """
+        step = self._last_step
+        if step in LOCK_BLIND:
+            return
+        if step not in WANTS_A_SLOT:
+            self._wake.set()
+        elif not change.slot_free:
+            if self._spread_wake:
+                self._spread_wake.cancel()
+            self._spread_wake = None
+        elif self._spread_wake is None:
+            spread = random.uniform(0, self._slot_spread)
+            self._spread_wake = asyncio.get_running_loop().call_later(spread, self._spread_over)
+
+    def _spread_over(self) -> None:
+        self._spread_wake = None
+        self._wake.set()
 
     async def _watch_sentinel(self) -> None:
         """Wake the loop when the sentinel file appears or goes: inotify on its directory
@@ -766,8 +818,29 @@ class Agent:
                 self._wake.set()
 
 
+def slot_spread(ds: DaemonSet) -> float:
+    """The spread of waiting nodes' wake-ups: 10 ms per node that runs kured (the
+    DaemonSet's desiredNumberScheduled), at most 2 s. That keeps the herd that wakes before
+    the winner's write is seen (W × the write's latency / spread) to a few nodes, and the
+    wait for the first waker (spread / W) to about 10 ms while most nodes wait, a few tenths
+    of a second for the last few."""
+    nodes = (ds.status.desiredNumberScheduled if ds.status else 0) or 0
+    return min(SLOT_SPREAD_MAX_SECONDS, max(nodes, 1) * SLOT_SPREAD_PER_NODE_SECONDS)
+
+
 def _dumps(value: dict[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+async def woken(event: asyncio.Event, seconds: float) -> bool:
+    """Whether event is set within seconds. Not ``asyncio.wait_for``: on Python 3.11 it drops
+    a cancellation that comes just as the event is set, and the task it was meant to stop
+    runs on (an agent whose host went down, evaluating and rebooting again)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+            return True
+    return False
 
 
 async def _sleep_for(seconds: float) -> None:

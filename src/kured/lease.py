@@ -23,7 +23,14 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 
 from kured.kube import Conflict, DaemonSet, Kube, Lease
-from kured.lock import MAX_WRITE_ATTEMPTS, LockEntry, LockRecord, LockView, group_slug
+from kured.lock import (
+    MAX_WRITE_ATTEMPTS,
+    LockChange,
+    LockEntry,
+    LockRecord,
+    LockView,
+    group_slug,
+)
 
 log = logging.getLogger("kured.lease")
 
@@ -126,20 +133,25 @@ class LeaseLock:
             except Exception as err:  # the next renewal tries again
                 log.warning("Could not renew the lock lease: %s", err)
 
-    async def changes(self) -> AsyncIterator[object]:
+    async def changes(self) -> AsyncIterator[LockChange]:
         """Each change of who holds which slot (renewals, every few seconds, are not news).
 
         Every group's slots, not only this node's group's: ``--max-unavailable`` counts the
         nodes of all groups, so a release elsewhere can be this node's turn (the annotation
-        backend's DaemonSet watch sees every group's annotation likewise).
+        backend's DaemonSet watch sees every group's annotation likewise). A slot is free
+        for this node only in its own group.
         """
         holders: dict[str, str] = {}
+        ours: set[str] = set()  # this group's Leases
         every_group = {LOCK_LABEL: self._name}
         async for event, lease in self._kube.watch_leases(self._namespace, every_group):
-            holder = "" if event == "DELETED" else holder_of(lease)
-            if holders.get(lease_name(lease)) != holder:
-                holders[lease_name(lease)] = holder
-                yield frozenset(holders.items())
+            name, holder = lease_name(lease), "" if event == "DELETED" else holder_of(lease)
+            labels = (lease.metadata.labels if lease.metadata else None) or {}
+            if labels.get(GROUP_LABEL) == self._slug:
+                ours.add(name)
+            if holders.get(name) != holder:
+                holders[name] = holder
+                yield LockChange(len([n for n in ours if holders.get(n)]) < self._concurrency)
 
     async def _renew(self) -> None:
         for lease in await self._kube.list_leases(self._namespace, self._labels):

@@ -56,7 +56,18 @@ class Lock(Protocol):
 
     async def keep_alive(self) -> None: ...
 
-    def changes(self) -> AsyncIterator[object]: ...
+    def changes(self) -> AsyncIterator[LockChange]: ...
+
+
+@dataclass(frozen=True)
+class LockChange:
+    """One change of the lock, as its watch delivered it."""
+
+    # Fewer holders than slots in this node's group: a node waiting for one may get it
+    # now. A change that leaves every slot taken is no news to a waiting node (only time
+    # makes a holder stale), so the agent does not wake for it: with 200 nodes waiting,
+    # each hand-off would otherwise make every one of them read its Node and the lock twice.
+    slot_free: bool
 
 
 class LockFormatError(ValueError):
@@ -249,12 +260,11 @@ class DaemonSetLock:
         self._node_id = node_id
         self._ttl = ttl
         self._concurrency = concurrency
-
-    async def read(self) -> LockView:
-        return _view(await self._kube.get_daemonset(self._namespace, self._name), self.annotation)
+        self._observed: DaemonSet | None = None  # the last snapshot, for the next write
 
     async def snapshot(self, ds: DaemonSet) -> LockView:
         """The lock as carried by an already-read DaemonSet (saves a GET)."""
+        self._observed = ds
         return _view(ds, self.annotation)
 
     async def all_holders(self, ds: DaemonSet) -> list[str]:
@@ -269,7 +279,7 @@ class DaemonSetLock:
     async def keep_alive(self) -> None:
         """Nothing to renew: an annotation lasts until released (or its TTL)."""
 
-    async def changes(self) -> AsyncIterator[object]:
+    async def changes(self) -> AsyncIterator[LockChange]:
         """Each change of the lock or pause annotations (not of the DaemonSet's status, which
         moves with every kured pod and would wake every node for nothing)."""
         last: object = None
@@ -282,14 +292,19 @@ class DaemonSetLock:
             )
             if relevant != last:
                 last = relevant
-                yield relevant
+                view = _view(ds, self.annotation)  # unreadable: free, it is to be rebuilt
+                yield LockChange(len(view.record.entries) < self._concurrency)
 
     async def acquire(
         self, unschedulable_before: bool, reclaim: frozenset[str] = frozenset()
     ) -> tuple[bool, list[str]]:
         """Take a slot, dropping the stale holders in ``reclaim``. Returns (acquired, holders)."""
 
+        seen = LockRecord()  # the record the last attempt read
+
         def change(record: LockRecord, now: datetime) -> LockRecord | None:
+            nonlocal seen
+            seen = record
             entry = LockEntry(
                 node_id=self._node_id,
                 created=now,
@@ -300,8 +315,7 @@ class DaemonSetLock:
 
         record = await self._update(change)
         if record is None:
-            current = await self.read()
-            return False, current.record.holders()
+            return False, seen.holders()
         return True, record.holders()
 
     async def release(self, node_id: str | None = None) -> bool:
@@ -338,14 +352,23 @@ class DaemonSetLock:
 
         ``change(record, now)`` returns the new record, or None for "nothing to
         write" (which ends the loop and is returned as None).
+
+        The first attempt writes over the DaemonSet of the last :meth:`snapshot` (the
+        agent's observation, moments ago) instead of reading it again: the resourceVersion
+        guard turns a stale one into a 409 and a fresh read. Only a fresh read may say that
+        there is nothing to write.
         """
+        observed, self._observed = self._observed, None
         for attempt in range(MAX_WRITE_ATTEMPTS):
-            ds = await self._kube.get_daemonset(self._namespace, self._name)
+            ds = observed or await self._kube.get_daemonset(self._namespace, self._name)
+            fresh, observed = observed is None, None
             view = _view(ds, self.annotation)
-            if view.unreadable:
+            if view.unreadable and fresh:
                 raise LockFormatError(view.unreadable)
             now = datetime.now(UTC)
-            new: LockRecord | None = change(view.record, now)
+            new: LockRecord | None = None if view.unreadable else change(view.record, now)
+            if (new is None or new == view.record) and not fresh:
+                continue
             if new is None:
                 return None
             if new == view.record:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -340,6 +341,70 @@ async def test_a_daemon_restart_mid_drain_is_not_a_reboot(
         await wait_rolled(kube, rolled)
     assert seen.most_at_once == 1
     assert all(len(rolled.reboots(node)) == 1 for node in rolled.nodes)
+
+
+async def test_a_reboot_under_way_is_not_commanded_again_when_the_lock_moves(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    """Each lock change woke the agent that had just commanded its reboot, and it commanded
+    it again: two reboots wherever a second command queues a second one (the many-agents
+    bench saw a node reboot twice). The host here ignores the signal, so it stays up."""
+    rolled = await fleet(1)
+    await rolled.run_kured(HOSTS_STAY_UP, manifests=default_manifests(), as_serviceaccount=True)
+    [node] = rolled.nodes
+    rolled.trigger()
+
+    async def commanded() -> int:
+        return kured_log(rolled, node).count("Commanding reboot")
+
+    await wait_until(commanded, what="the reboot commanded", within=30)
+    await move_another_lock(kube, rolled)
+    assert await commanded() == 1
+    assert rolled.reboots(node) == []
+
+
+async def test_a_node_waiting_for_the_lock_wakes_only_when_a_slot_frees(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    """Every lock change woke every waiting node to read its Node and the lock, also when
+    every slot stayed taken: with 200 nodes, a herd of reads at each hand-off."""
+    rolled = await fleet(2)
+    await rolled.run_kured(HOSTS_STAY_UP, manifests=default_manifests(), as_serviceaccount=True)
+    holder, waiting = rolled.nodes
+    rolled.trigger(holder)
+    await wait_until(
+        lambda: lock_holders(kube, rolled), what=f"{holder} holding the lock", within=30
+    )
+    rolled.trigger(waiting)
+
+    async def evaluations() -> int:
+        return kured_log(rolled, waiting).count(f"Lock already held: {holder}")
+
+    await wait_until(evaluations, what=f"{waiting} waiting for the lock", within=30)
+    before = await evaluations()
+    await move_another_lock(kube, rolled)
+    assert await evaluations() == before
+    unlock = {"metadata": {"annotations": {LOCK_ANNOTATION: None}}}
+    await kube.patch(DaemonSet, "kured", unlock, namespace=rolled.kured_namespace)
+
+    async def acquired() -> bool:
+        return "Acquired reboot lock" in kured_log(rolled, waiting)
+
+    await wait_until(acquired, what=f"{waiting} taking the freed slot", within=10)  # period: 1m
+
+
+# Daemons whose hosts ignore the reboot (SIGCHLD to the init stand-in), so a node that
+# commanded its reboot keeps its slot; and a period long enough not to wake them meanwhile.
+HOSTS_STAY_UP = ["--period=1m", "--reboot-method=signal", f"--reboot-signal={signal.SIGCHLD}"]
+
+
+async def move_another_lock(kube: AsyncClient, rolled: Fleet) -> None:
+    """Another zone's lock changes a few times, as its nodes take and free it."""
+    for moves in range(3):
+        other = {f"{LOCK_ANNOTATION}-elsewhere": str(moves)}
+        patch = {"metadata": {"annotations": other}}
+        await kube.patch(DaemonSet, "kured", patch, namespace=rolled.kured_namespace)
+        await asyncio.sleep(1)
 
 
 async def test_each_zone_gets_its_own_slots(

@@ -1,5 +1,5 @@
 """What `make bench` writes: the issue's targets checked, the summary, the Gantt chart, and
-the command's settings; plus how the scale run tells that a node is back."""
+the command's settings; plus how the scale run tells that a node is back, and stops its agent."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any, cast
 import pytest
 from lightkube.resources.core_v1 import Node
 
+from kured.cli import parse_args
 from kured.sandbox.bench import Settings, _parser, _settings
 from kured.sandbox.benchmath import NodePhases, roll_figures
 from kured.sandbox.benchreport import checks, summary, write
-from kured.sandbox.manyagents import Boots
+from kured.sandbox.manyagents import Boots, HostGoingDown
 from kured.sandbox.state import UsageError
 from kured.sandbox.timeline import draw
 
@@ -148,3 +149,21 @@ async def test_a_node_is_back_when_ready_with_another_boot_id() -> None:
     assert not waiting.done()
     await boots.see(node("n1", True, "b"))
     await asyncio.wait_for(waiting, 1.0)
+
+
+async def test_a_host_told_to_reboot_goes_down_and_its_agent_goes_no_further(
+    tmp_path: Path,
+) -> None:
+    """The agent was stopped only by cancelling its task, a cancellation Python 3.11's
+    asyncio.wait_for can drop: the agent ran on and commanded the same reboot again, which the
+    simulator carried out once the node was back (two reboots for one sentinel)."""
+    argv = ["--node-id", "n1", "--reboot-sentinel", str(tmp_path / "sentinel")]
+    down = asyncio.Event()
+    rebooting = asyncio.create_task(HostGoingDown(parse_args(argv).config, tmp_path, down).reboot())
+    await asyncio.wait_for(down.wait(), 1.0)
+    await asyncio.sleep(0.05)
+    assert (tmp_path / "reboot-requested").exists()
+    assert not rebooting.done()
+    rebooting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await rebooting

@@ -16,17 +16,21 @@ outside, on an event loop the agents do not keep busy:
 
     python -m kured.sandbox.manyagents --state-dir DIR --fleet F --kubeconfig K -- FLAGS…
 
-runs until SIGTERM, or until the process that started it is gone.
+runs until SIGTERM, or until the process that started it is gone. It logs at WARNING, each
+line with its node; ``KURED_SANDBOX_AGENTS_LOG=INFO`` logs what each daemon would, and
+``KURED_SANDBOX_AGENTS_PROFILE=FILE`` writes a cProfile of the run to FILE when it stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 from lightkube import AsyncClient
@@ -42,8 +46,19 @@ from kured.sandbox.controlplane import ControlPlane
 from kured.sandbox.fleet import FleetConfig
 from kured.sandbox.state import FLEET_LABEL, NodeDir
 
+log = logging.getLogger("kured.sandbox.manyagents")
+_NODE: ContextVar[str] = ContextVar("node", default="-")
 
-class _Host(SimulatedHost):
+
+class _NodeField(logging.Filter):
+    """Names the node in each line: the agents of 200 nodes share one log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.node = _NODE.get()
+        return True
+
+
+class HostGoingDown(SimulatedHost):
     """kured's simulated host, which also says when its node goes down."""
 
     def __init__(self, config: Config, node_dir: Path, down: asyncio.Event) -> None:
@@ -51,8 +66,11 @@ class _Host(SimulatedHost):
         self.down = down
 
     async def reboot(self) -> None:
+        """Request the reboot and never return, as a host going down: the agent is stopped
+        by cancelling its task, and until then it must not evaluate (and reboot) again."""
         await super().reboot()
         self.down.set()
+        await asyncio.Future()
 
 
 class Boots:
@@ -108,14 +126,15 @@ class ManyAgents:
         return parse_args(argv).config
 
     async def _life(self, name: str, node_dir: NodeDir) -> None:
+        _NODE.set(name)  # for this task and every task it starts
         config = self.config(name, node_dir)
         while True:
-            host = _Host(config, node_dir.path, asyncio.Event())
+            host = HostGoingDown(config, node_dir.path, asyncio.Event())
             before = host.boot_id()
             await self._run_until_down(config, host)
             await self.boots.back_up(name, before)
 
-    async def _run_until_down(self, config: Config, host: _Host) -> None:
+    async def _run_until_down(self, config: Config, host: HostGoingDown) -> None:
         """Run one agent lifetime: from its start to the reboot it commands."""
         async with Kube(load_config(str(self.kubeconfig))) as kube:
             metrics, health = Metrics(config.node_id), Health(stuck_after=HEALTH_STUCK_SECONDS)
@@ -148,7 +167,9 @@ async def _parent_exit() -> None:
         os.close(fd)
 
 
-async def _serve(state_dir: Path, fleet: str, kubeconfig: Path, flags: list[str]) -> None:
+async def _serve(
+    state_dir: Path, fleet: str, kubeconfig: Path, flags: list[str], stopping: Callable[[], None]
+) -> None:
     plane = ControlPlane.attach(state_dir)
     names = FleetConfig.load(plane.state, fleet).node_names()
     agents = ManyAgents([(name, plane.state.node(name)) for name in names], kubeconfig, flags)
@@ -159,6 +180,7 @@ async def _serve(state_dir: Path, fleet: str, kubeconfig: Path, flags: list[str]
         try:
             await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            stopping()
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
         if running.done() and not running.cancelled():
@@ -172,10 +194,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--kubeconfig", type=Path, required=True, help="the agents' identity")
     parser.add_argument("flags", nargs="*", help="kured flags, after --")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    asyncio.run(_serve(args.state_dir, args.fleet, args.kubeconfig, args.flags))
+    handler = logging.StreamHandler()
+    handler.addFilter(_NodeField())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(node)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    logging.getLogger("kured").setLevel(os.environ.get("KURED_SANDBOX_AGENTS_LOG", "WARNING"))
+    stopping = _Profile(os.environ.get("KURED_SANDBOX_AGENTS_PROFILE"))
+    asyncio.run(_serve(args.state_dir, args.fleet, args.kubeconfig, args.flags, stopping.save))
+
+
+class _Profile:
+    """cProfile of the agents' run, saved the moment they are told to stop (the benchmark
+    kills a process slow to exit), with the CPU time they used."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.profile = cProfile.Profile() if path else None
+        if self.profile:
+            self.profile.enable()
+
+    def save(self) -> None:
+        times = os.times()
+        log.warning("agents stopping: %.1f CPU seconds", times.user + times.system)
+        if self.profile and self.path:
+            self.profile.disable()
+            self.profile.dump_stats(self.path)
 
 
 if __name__ == "__main__":
