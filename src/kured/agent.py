@@ -23,9 +23,10 @@ import logging
 import math
 import random
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 
@@ -58,6 +59,7 @@ from kured.metrics import Health, Metrics, MetricsServer
 from kured.need import RebootNeed, assess, sentinel_source
 from kured.notify import Details, Notifier
 from kured.policy import (
+    PAUSED_ANNOTATION,
     PROGRESS_ANNOTATION,
     STATUS_ANNOTATION,
     Decision,
@@ -70,6 +72,7 @@ from kured.policy import (
 )
 
 log = logging.getLogger("kured")
+T = TypeVar("T")
 
 REBOOT_IN_PROGRESS_ANNOTATION = "weave.works/kured-reboot-in-progress"
 MOST_RECENT_REBOOT_NEEDED_ANNOTATION = "weave.works/kured-most-recent-reboot-needed"
@@ -199,6 +202,9 @@ class Agent:
             tasks.create_task(self.lock.keep_alive())
             if not self.config.poll_only:
                 tasks.create_task(self._watch_lock())
+                tasks.create_task(self._watch_pause("this node", self._watch_own_node))
+                if not isinstance(self.lock, DaemonSetLock):  # its lock watch sees the pause
+                    tasks.create_task(self._watch_pause("the DaemonSet", self._watch_daemonset))
             if not (self.config.poll_only or self.config.reboot_sentinel_command):
                 tasks.create_task(self._watch_sentinel())
             while True:
@@ -753,21 +759,52 @@ class Agent:
                 return
 
     async def _watch_lock(self) -> None:
-        """Wake the loop when the lock changes in a way that matters to the last step; back
-        off on errors."""
+        """Wake the loop when the lock changes in a way that matters to the last step."""
+        await self._follow("the lock", self.lock.changes, self._on_lock_change)
+
+    async def _watch_pause(
+        self, what: str, objects: Callable[[], AsyncIterator[Node | DaemonSet]]
+    ) -> None:
+        """Wake the loop when ``kured.dev/paused`` changes on ``what``, so that a resume (or
+        a pause) takes effect at once rather than at the next ``--period``."""
+        last: list[str | None] = []  # the value last seen, kept across reconnects
+
+        def on_change(obj: Node | DaemonSet) -> None:
+            value = annotations_of(obj).get(PAUSED_ANNOTATION)
+            if last and last[0] != value and self._last_step is not Step.REBOOT:
+                self._wake.set()
+            last[:] = [value]
+
+        await self._follow(what, objects, on_change)
+
+    async def _watch_own_node(self) -> AsyncIterator[Node]:
+        async for _event, node in self._kube.watch_node(self.node_id):
+            yield node
+
+    async def _watch_daemonset(self) -> AsyncIterator[DaemonSet]:
+        config = self.config
+        async for _event, ds in self._kube.watch_daemonset(config.ds_namespace, config.ds_name):
+            yield ds
+
+    async def _follow(
+        self, what: str, changes: Callable[[], AsyncIterator[T]], on_change: Callable[[T], None]
+    ) -> None:
+        """Feed each change a watch delivers to ``on_change``, watching again after the
+        server ends a watch or it fails (backing off); give up where RBAC forbids it, leaving
+        the waking to ``--period``."""
         delay = 1.0
         while True:
             try:
-                async for change in self.lock.changes():
+                async for change in changes():
                     delay = 1.0
-                    self._on_lock_change(change)
+                    on_change(change)
             except ApiError as err:
                 if err.status.code == 403:
-                    log.warning("Not allowed to watch the lock (%s); polling every --period", err)
+                    log.warning("Not allowed to watch %s (%s); polling every --period", what, err)
                     return
-                log.debug("lock watch failed: %s", err)
+                log.debug("watch of %s failed: %s", what, err)
             except Exception as err:
-                log.debug("lock watch failed: %s", err)
+                log.debug("watch of %s failed: %s", what, err)
             await asyncio.sleep(delay)
             delay = min(delay * 2, WATCH_RETRY_MAX_SECONDS)
 

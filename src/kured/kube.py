@@ -125,6 +125,14 @@ class Kube:
                 return None
             raise
 
+    async def watch_node(self, name: str) -> AsyncIterator[tuple[str, Node]]:
+        """Changes to one Node; ends when the server closes the watch or it fails."""
+        stream = self._client.watch(
+            Node, fields={"metadata.name": name}, server_timeout=WATCH_SECONDS
+        )
+        async for event, obj in stream:
+            yield event, obj
+
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> Node:
         """JSON merge patch: a key set to None removes it (labels, annotations)."""
         return await self._client.patch(Node, name, dict(patch), patch_type=PatchType.MERGE)

@@ -121,6 +121,7 @@ KURED_NEEDS = [
     ("watch", "daemonsets", "NS", "DS", "apps"),
     ("get", "nodes", "", "node-1", ""),
     ("patch", "nodes", "", "node-1", ""),
+    ("watch", "nodes", "", "node-1", ""),
     ("list", "pods", "", "", ""),
     ("watch", "pods", "", "", ""),
     ("create", "pods/eviction", "default", "web-1", ""),

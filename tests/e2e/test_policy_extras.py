@@ -293,6 +293,37 @@ async def test_a_paused_fleet_waits_and_rolls_after_resume(
     await wait_rolled(kube, paused)
 
 
+async def resumed_at_once(
+    kube: AsyncClient, control_plane: ControlPlane, paused: Fleet, *where: str
+) -> None:
+    """Pause (``where``: nothing for cluster-wide, or ``--node N``), make every node need a
+    reboot, resume: the roll must be over well before the next ``--period`` (1m) would
+    have started it."""
+    await kuredctl(control_plane, paused, "pause", *where)
+    paused.trigger()
+    for node in paused.nodes:
+        await wait_status(kube, node, activity="paused")
+    await kuredctl(control_plane, paused, "resume", *where)
+    await wait_rolled(kube, paused, within=40)
+
+
+async def test_a_cluster_wide_resume_takes_effect_at_once(
+    fleet: FleetFactory, kube: AsyncClient, control_plane: ControlPlane, lock_backend: str
+) -> None:
+    """The lease backend's lock watch sees only Leases: its agents also watch the
+    DaemonSet's pause annotation."""
+    paused = await start(fleet, 1, lock_backend, "--period=1m")
+    await resumed_at_once(kube, control_plane, paused)
+
+
+async def test_a_node_resume_takes_effect_at_once(
+    fleet: FleetFactory, kube: AsyncClient, control_plane: ControlPlane
+) -> None:
+    """Each agent watches its own Node for ``kured.dev/paused``."""
+    paused = await start(fleet, 1, "--period=1m")
+    await resumed_at_once(kube, control_plane, paused, "--node", paused.nodes[0])
+
+
 # --- 5. notifications for trouble ---------------------------------------------------------
 
 
