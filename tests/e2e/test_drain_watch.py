@@ -120,6 +120,36 @@ async def refused(caplog: pytest.LogCaptureFixture, what: str) -> bool:
     return any("Error when evicting pod" in r.message and what in r.message for r in caplog.records)
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockedDrain:
+    namespace: str
+    node: str
+    pods_before: list[str]
+    task: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def blocked_drain(
+    fleet: FleetFactory,
+    kube: AsyncClient,
+    control_plane: ControlPlane,
+    caplog: pytest.LogCaptureFixture,
+    rbac: list[dict[str, Any]],
+) -> AsyncIterator[BlockedDrain]:
+    """A drain, as kured with ``rbac``, of a one-node fleet whose web budget allows no
+    disruption, from the moment web's eviction was refused."""
+    caplog.set_level(logging.INFO, logger="kured.drain")
+    started = await fleet(1)
+    namespace = await started.workload(stop_seconds=0.5)
+    await web_budget(kube, namespace, 0)
+    config = await as_kured(kube, control_plane, started, rbac)
+    node = started.nodes[0]
+    before = await pods_on(kube, node)
+    async with draining(config, node) as drained:
+        await wait_until(lambda: refused(caplog, "/web-"), what="web's eviction refused", within=30)
+        yield BlockedDrain(namespace, node, before, drained)
+
+
 @pytest.mark.usefixtures("slow_clocks")
 async def test_a_refused_eviction_goes_once_its_budget_has_room(
     fleet: FleetFactory,
@@ -127,24 +157,16 @@ async def test_a_refused_eviction_goes_once_its_budget_has_room(
     control_plane: ControlPlane,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="kured.drain")
-    started = await fleet(1)
-    namespace = await started.workload(stop_seconds=0.5)
-    await web_budget(kube, namespace, 0)
-    config = await as_kured(kube, control_plane, started, repo_rbac())
-    node = started.nodes[0]
-    before = await pods_on(kube, node)
-    async with draining(config, node) as drained:
-        await wait_until(lambda: refused(caplog, "/web-"), what="web's eviction refused", within=30)
+    async with blocked_drain(fleet, kube, control_plane, caplog, repo_rbac()) as blocked:
         await asyncio.sleep(1.0)  # the drain is now waiting, its back-off 30 s away
         opened = time.monotonic()
-        await web_budget(kube, namespace, 1)
-        await asyncio.wait_for(drained, LONG)
+        await web_budget(kube, blocked.namespace, 1)
+        await asyncio.wait_for(blocked.task, LONG)
         took = time.monotonic() - opened
     # Two web pods, one disruption at a time: each goes once a replacement is Ready, and
     # the drain ends when the last has stopped (0.5 s), not at a 30 s clock.
     assert took < 10, f"drain ended {took:.1f} s after the budget had room"
-    assert not set(before) & set(await pods_on(kube, node))  # replacements may land there
+    assert not set(blocked.pods_before) & set(await pods_on(kube, blocked.node))
 
 
 @pytest.mark.usefixtures("slow_clocks")
@@ -169,23 +191,15 @@ async def test_without_watch_rights_the_drain_falls_back_to_its_clocks(
     control_plane: ControlPlane,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="kured.drain")
-    started = await fleet(1)
-    namespace = await started.workload(stop_seconds=0.5)
-    await web_budget(kube, namespace, 0)
-    config = await as_kured(kube, control_plane, started, GO_KURED_RBAC)
-    node = started.nodes[0]
-    before = await pods_on(kube, node)
-    async with draining(config, node) as drained:
-        await wait_until(lambda: refused(caplog, "/web-"), what="web's eviction refused", within=30)
-        await web_budget(kube, namespace, 1)
-        await asyncio.wait_for(drained, 60)
+    async with blocked_drain(fleet, kube, control_plane, caplog, GO_KURED_RBAC) as blocked:
+        await web_budget(kube, blocked.namespace, 1)
+        await asyncio.wait_for(blocked.task, 60)
     told = [r.message for r in caplog.records if r.message.startswith("Not allowed to watch")]
     assert sorted(m.split(" (")[0] for m in told) == [
         "Not allowed to watch poddisruptionbudgets",
         "Not allowed to watch pods",
     ]
-    assert not set(before) & set(await pods_on(kube, node))  # replacements may land there
+    assert not set(blocked.pods_before) & set(await pods_on(kube, blocked.node))
 
 
 @pytest.mark.usefixtures("slow_clocks")
