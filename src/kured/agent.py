@@ -516,7 +516,12 @@ class Agent:
             if not self.config.force_reboot:
                 abandon = Decision(Step.ABANDON, "drain failed", not obs.unschedulable_before)
                 await self._release(abandon, seen)
-                return self._period()
+                # As Go kured, try again a whole period later: woken by a lock change (its
+                # own release is one) it would take the lock straight back and drain again,
+                # cordoning and uncordoning the node in a loop and keeping the slot from
+                # the other nodes.
+                await self._sleep(self._period(), wakeable=False)
+                return 0
             log.warning("Force reboot set: rebooting node %s anyway", self.node_id)
         await self._record(Phase.REBOOTING, obs.unschedulable_before)
         return 0
