@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
+from kured import http1
+
 if TYPE_CHECKING:
     from kured.config import Config
 
@@ -94,7 +96,11 @@ async def _get_json(
 ) -> Any:
     """GET a JSON body; every failure is ``error`` with a one-line reason."""
     try:
-        async with asyncio.timeout(timeout), httpx2.AsyncClient(timeout=timeout) as client:
+        transport = http1.Transport()  # the daemon's own HTTP, not httpcore2 loaded for this
+        async with (
+            asyncio.timeout(timeout),
+            httpx2.AsyncClient(timeout=timeout, transport=transport) as client,
+        ):
             response = await client.get(endpoint, params=dict(params))
             response.raise_for_status()
             return response.json()

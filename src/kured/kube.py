@@ -26,7 +26,6 @@ from typing import Any, TypeVar, cast
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.config.client_adapter import AsyncClient as adapter_client
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
@@ -35,14 +34,15 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
 
+from kured import http1
+
 log = logging.getLogger("kured.kube")
 
-# kured speaks HTTP/1.1 only (lightkube's default). httpcore2 imports the HTTP/2 stack (h2,
-# hpack's Huffman tables, hyperframe) whenever h2 is installed, and lightkube's httpx2[http2]
-# requirement installs it: 1.5 MiB of every daemon's RSS for code it never runs. None in
-# sys.modules is Python's documented way to make an import fail; set before httpcore2 loads
-# (lazily, with the first client), it takes httpcore2's own path for "h2 not installed".
-# bench/README.md (rss_mib) has the figures.
+# Requests go over kured.http1; httpx2 falls back to httpcore2 only for a proxy that
+# HTTPS_PROXY & co. name. httpcore2 then imports the HTTP/2 stack (h2, hpack's Huffman
+# tables, hyperframe) whenever h2 is installed, as lightkube's httpx2[http2] requirement
+# does: 1.5 MiB of RSS for code kured never runs. None in sys.modules is Python's documented
+# way to make an import fail, and it takes httpcore2's own path for "h2 not installed".
 sys.modules.setdefault("h2", None)  # type: ignore[arg-type]  # typeshed: modules only
 
 T = TypeVar("T")
@@ -93,10 +93,15 @@ class Kube:
     """Typed helpers for exactly the calls kured makes."""
 
     def __init__(self, config: KubeConfig, field_manager: str = "kured") -> None:
-        self._client = AsyncClient(config, timeout=REQUEST_TIMEOUT, field_manager=field_manager)
         single = config.get()
         assert single is not None
-        self._http = adapter_client(single, ConnectionParams(timeout=REQUEST_TIMEOUT))
+        # The base URL, auth and TLS context lightkube derives from the config, for raw calls.
+        params = ConnectionParams(timeout=REQUEST_TIMEOUT).httpx_params(single)
+        connections = http1.Transport(params["verify"])  # shared by both clients
+        self._client = AsyncClient(
+            config, timeout=REQUEST_TIMEOUT, field_manager=field_manager, transport=connections
+        )
+        self._http = httpx2.AsyncClient(**{**params, "transport": connections})
         self._eviction_version: str | None = None
         self._budget_version: str | None = None
 

@@ -107,7 +107,7 @@ def prometheus(monkeypatch: pytest.MonkeyPatch) -> Callable[[Handler], list[http
         real = httpx2.AsyncClient
 
         def client(**kwargs: Any) -> httpx2.AsyncClient:
-            return real(transport=httpx2.MockTransport(record), **kwargs)
+            return real(**{**kwargs, "transport": httpx2.MockTransport(record)})
 
         monkeypatch.setattr(httpx2, "AsyncClient", client)
         return seen
