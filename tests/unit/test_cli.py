@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import date, time, timedelta
+from datetime import UTC, date, time, timedelta
 from functools import reduce
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -139,7 +139,7 @@ OUR_SAMPLES: list[tuple[str, str, str, object]] = [
         "blackout-dates",
         "2026-12-24..2026-12-26",
         "blackout_dates",
-        (Blackout(date(2026, 12, 24), date(2026, 12, 26), ZoneInfo("UTC")),),
+        (Blackout(date(2026, 12, 24), date(2026, 12, 26), UTC),),
     ),
     ("max-node-age", "720h", "max_node_age", timedelta(days=30)),
     ("dry-run", "true", "dry_run", True),
