@@ -259,3 +259,12 @@ def receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def run_promtool(*args: str, stdin: str = "") -> None:
+    """Prometheus' own checker (Debian's prometheus package has it), which must agree."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is not installed: run scripts/install-test-deps.sh (make test does)")
+    result = subprocess.run([path, *args], input=stdin, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -2,7 +2,7 @@
 
 :class:`Metrics` holds every metric the daemon publishes, in a registry of its own (so
 tests and sandboxes can run several daemons in one process) that still carries the
-standard process/platform/GC collectors Go kured users get from Go's default registry.
+``process_*`` series Go kured users get from Go's default registry.
 New metrics are one line in ``Metrics.__init__`` plus a setter.
 
 :class:`Health` is the liveness signal Go kured lacks: the agent loop calls
@@ -10,6 +10,7 @@ New metrics are one line in ``Metrics.__init__`` plus a setter.
 :meth:`Health.operation`; ``/healthz`` turns 503 when the loop stops beating or an
 operation overruns its timeout, so a kubelet liveness probe can restart a wedged daemon.
 
+The metrics themselves are :mod:`kured.promtext`'s (why not ``prometheus_client``: there).
 The HTTP server is a few dozen lines of asyncio rather than a framework: two read-only
 endpoints do not justify a dependency, and it runs on the daemon's own event loop.
 """
@@ -23,25 +24,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TypeVar
 from urllib.parse import urlsplit
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-)
+from kured.promtext import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
 
 log = logging.getLogger(__name__)
-
-_Metric = TypeVar("_Metric", Gauge, Counter)
-
 
 ACTIVITIES = (
     "idle",
@@ -69,33 +56,28 @@ class Metrics:
 
     def __init__(self, node: str) -> None:
         self.node = node
-        self.registry = CollectorRegistry()
-        for collector in (ProcessCollector, PlatformCollector, GCCollector):
-            collector(registry=self.registry)
-        self._reboot_required = self._family(
-            Gauge, "kured_reboot_required", "OS requires reboot due to software updates."
+        self.registry = registry = Registry()
+        self._reboot_required = registry.gauge(
+            "kured_reboot_required", "OS requires reboot due to software updates.", ["node"]
         )
-        self.lock_held = self._series(Gauge, "kured_lock_held", "1 while this node holds the lock.")
-        self.window_open = self._series(
-            Gauge, "kured_window_open", "1 while the maintenance window is open."
+        self.lock_held = self._gauge("kured_lock_held", "1 while this node holds the lock.")
+        self.window_open = self._gauge(
+            "kured_window_open", "1 while the maintenance window is open."
         )
-        self.reboots = self._series(Counter, "kured_reboots", "Reboots completed by kured.")
-        self.last_reboot = self._series(
-            Gauge,
+        self.reboots = self._counter("kured_reboots", "Reboots completed by kured.")
+        self.last_reboot = self._gauge(
             "kured_last_successful_reboot_timestamp_seconds",
             "When this node last came back healthy from a kured reboot (Unix time).",
         )
-        self.reboot_loop = self._series(
-            Gauge, "kured_reboot_loop", "1 while the reboot-loop guard holds this node."
+        self.reboot_loop = self._gauge(
+            "kured_reboot_loop", "1 while the reboot-loop guard holds this node."
         )
-        self.gate_timeouts = self._series(
-            Counter, "kured_gate_timeout", "Post-reboot health gates that timed out."
+        self.gate_timeouts = self._counter(
+            "kured_gate_timeout", "Post-reboot health gates that timed out."
         )
-        self.errors = self._series(
-            Counter, "kured_errors", "Evaluations that failed and were retried."
-        )
-        self.stale_locks = self._series(
-            Counter, "kured_stale_locks_reclaimed", "Stale lock holders released by this node."
+        self.errors = self._counter("kured_errors", "Evaluations that failed and were retried.")
+        self.stale_locks = self._counter(
+            "kured_stale_locks_reclaimed", "Stale lock holders released by this node."
         )
         self.drain_duration = self._seconds(
             "kured_drain_duration_seconds", "Time to cordon and drain the node."
@@ -104,36 +86,27 @@ class Metrics:
             "kured_lock_acquire_latency_seconds",
             "From needing a reboot (window open, not blocked) to holding the lock.",
         )
-        self._phase = Gauge(
-            "kured_phase",
-            "1 for the node's current activity.",
-            ["node", "phase"],
-            registry=self.registry,
+        self._phase = registry.gauge(
+            "kured_phase", "1 for the node's current activity.", ["node", "phase"]
         )
-        self._reason = Gauge(
+        self._reason = registry.gauge(
             "kured_reboot_reason",
             "1 for what asks for this node's reboot: sentinel or max-node-age.",
             ["node", "reason"],
-            registry=self.registry,
         )
-        self._blocked = Gauge(
-            "kured_reboot_blocked",
-            "1 while a reboot is blocked, by reason.",
-            ["node", "reason"],
-            registry=self.registry,
+        self._blocked = registry.gauge(
+            "kured_reboot_blocked", "1 while a reboot is blocked, by reason.", ["node", "reason"]
         )
 
-    def _family(self, kind: type[_Metric], name: str, documentation: str) -> _Metric:
-        """A metric family labelled by ``node``, as all of kured's are."""
-        return kind(name, documentation, ["node"], registry=self.registry)
+    def _gauge(self, name: str, documentation: str) -> Gauge:
+        """This node's series of a family labelled by ``node``, as all of kured's are."""
+        return self.registry.gauge(name, documentation, ["node"]).labels(node=self.node)
 
-    def _series(self, kind: type[_Metric], name: str, documentation: str) -> _Metric:
-        return self._family(kind, name, documentation).labels(node=self.node)
+    def _counter(self, name: str, documentation: str) -> Counter:
+        return self.registry.counter(name, documentation, ["node"]).labels(node=self.node)
 
     def _seconds(self, name: str, documentation: str) -> Histogram:
-        family = Histogram(
-            name, documentation, ["node"], registry=self.registry, buckets=SECONDS_BUCKETS
-        )
+        family = self.registry.histogram(name, documentation, ["node"], SECONDS_BUCKETS)
         return family.labels(node=self.node)
 
     def set_reboot_required(self, required: bool) -> None:
@@ -160,7 +133,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
-        return generate_latest(self.registry)
+        return self.registry.render()
 
 
 @dataclass
@@ -255,7 +228,7 @@ class MetricsServer:
         if method not in {"GET", "HEAD"}:
             return 405, "text/plain", b"method not allowed\n"
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, self._metrics.exposition()
+            return 200, CONTENT_TYPE, self._metrics.exposition()
         if path == "/healthz":
             problem = self._health.problem()
             if problem is None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.conftest import run_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "kured-dashboard.json"
@@ -58,18 +57,6 @@ def test_metric_names_finds_selectors_only() -> None:
         " / on (node) group_left (phase) max without (x) (b) * 1000 > bool time()"
     )
     assert metric_names(expr) == {"a_bucket", "b"}
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is not installed: run scripts/install-test-deps.sh (make test does)")
-    return path
-
-
-def run_promtool(*args: str) -> None:
-    result = subprocess.run([promtool(), *args], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- the dashboard ------------------------------------------------------------------
