@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 
 class StaleConnection(Exception):
-    """A reused connection turned out closed before the answer began."""
+    """A reused connection failed in a way that makes sending the request again safe."""
 
 
 class ProtocolViolation(ValueError):
