@@ -99,7 +99,8 @@ async def run_command(argv: Sequence[str], time_limit: timedelta) -> CommandResu
         start_new_session=True,
     )
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), time_limit.total_seconds())
+        async with asyncio.timeout(time_limit.total_seconds()):  # see kured.agent.woken
+            output, _ = await process.communicate()
     except TimeoutError:
         return CommandResult(None, "")
     finally:

@@ -7,9 +7,11 @@ responses that are sized, chunked (watches) or end with the connection. That muc
 this module, and lightkube takes it through httpx2's public ``transport=``; httpx2 still
 does everything above the wire (URLs, auth, redirects, content decoding, cookies).
 
-Connections are kept alive per origin and reused; one the server closed while it idled is
-noticed before reuse, and a request that finds its reused connection closed under it before
-any byte of the answer came is sent once more on a new one (the server never saw it).
+Connections are kept alive per origin and reused for up to a minute of idling, less than
+the 90 s after which kube-apiserver closes them, so that a request rarely meets a connection
+the server is closing; one the server closed is noticed before reuse. If a reused connection
+fails anyway, the request goes out once more on a new one when the server cannot have acted
+on it: it was not sent, or it is a GET (Go's rule, which client-go and so Go kured follow).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import TypeVar
 import httpx2
 
 IDLE_PER_ORIGIN = 8  # connections kept for reuse per scheme://host:port; more are closed
+KEEP_IDLE_SECONDS = 60.0
+REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # safe to send twice
 READ_SIZE = 64 * 1024
 HEADER_LIMIT = 256 * 1024  # the longest response head accepted
 NO_BODY_STATUS = frozenset({204, 304})
@@ -33,7 +37,7 @@ T = TypeVar("T")
 
 
 class StaleConnection(Exception):
-    """A reused connection turned out closed before the answer began."""
+    """A reused connection failed in a way that makes sending the request again safe."""
 
 
 class ProtocolViolation(ValueError):
@@ -61,6 +65,7 @@ class Connection:
         )
         self._buffer = bytearray()
         self.reused = False
+        self.idle_since = 0.0  # loop time when it went back to the pool
 
     @classmethod
     async def open(cls, host: str, port: int, context: ssl.SSLContext | None) -> Connection:
@@ -158,8 +163,11 @@ class Transport(httpx2.AsyncBaseTransport):
     """An ``httpx2.AsyncBaseTransport`` speaking HTTP/1.1 over ``asyncio.open_connection``;
     ``ssl_context`` is used for ``https`` URLs (None: a default context, made when needed)."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, ssl_context: ssl.SSLContext | None = None, keep_idle: float = KEEP_IDLE_SECONDS
+    ) -> None:
         self._ssl_context = ssl_context
+        self._keep_idle = keep_idle
         self._idle: dict[Origin, list[Connection]] = {}
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -171,7 +179,7 @@ class Transport(httpx2.AsyncBaseTransport):
             try:
                 return await self._exchange(request, origin, conn, head + body)
             except StaleConnection:
-                conn.close()  # and once more on a fresh one: the server never read it
+                conn.close()  # and once more on a fresh one
             except BaseException:
                 conn.close()
                 raise
@@ -187,15 +195,17 @@ class Transport(httpx2.AsyncBaseTransport):
         idle = self._idle.setdefault(origin, [])
         if len(idle) < IDLE_PER_ORIGIN and conn.idle_and_open():
             conn.reused = True
+            conn.idle_since = asyncio.get_running_loop().time()
             idle.append(conn)
         else:
             conn.close()
 
     def _reusable(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin, [])
+        oldest = asyncio.get_running_loop().time() - self._keep_idle
         while idle:
             conn = idle.pop()
-            if conn.idle_and_open():
+            if conn.idle_since > oldest and conn.idle_and_open():
                 return conn
             conn.close()
         return None
@@ -216,16 +226,27 @@ class Transport(httpx2.AsyncBaseTransport):
     async def _exchange(
         self, request: httpx2.Request, origin: Origin, conn: Connection, message: bytes
     ) -> httpx2.Response:
+        where = f"{origin[1]}:{origin[2]}"
         try:
             async with asyncio.timeout(_timeout(request, "write")):
                 await conn.write(message)
+        except TimeoutError as err:
+            raise httpx2.WriteTimeout(
+                f"{where}: request not sent in time", request=request
+            ) from err
+        except OSError as err:
+            if conn.reused:
+                raise StaleConnection from err  # the server cannot act on what it did not get
+            raise httpx2.WriteError(f"{where}: {err!r}", request=request) from err
+        try:
             status, reason, headers = await _read_head(conn, request)
         except TimeoutError as err:
-            raise httpx2.ReadTimeout("no answer in time", request=request) from err
+            raise httpx2.ReadTimeout(f"{where}: no answer in time", request=request) from err
         except (OSError, asyncio.IncompleteReadError) as err:
-            if conn.reused and not getattr(err, "partial", b""):
+            unanswered = not getattr(err, "partial", b"")
+            if conn.reused and unanswered and request.method in REPLAYABLE:
                 raise StaleConnection from err
-            raise httpx2.ReadError(f"{origin[1]}:{origin[2]}: {err!r}", request=request) from err
+            raise httpx2.ReadError(f"{where}: {err!r}", request=request) from err
         except ValueError as err:
             raise httpx2.RemoteProtocolError(str(err), request=request) from err
         stream = Body(self, origin, conn, request, _framing(request, status, headers))

@@ -433,9 +433,8 @@ class Notifier:
         """One URL. A timed-out send is abandoned, not killed: its thread finishes on its
         own when apprise's socket timeouts fire."""
         try:
-            sent = await asyncio.wait_for(
-                asyncio.to_thread(_send_blocking, url, body), self._timeout
-            )
+            async with asyncio.timeout(self._timeout):  # not wait_for: see kured.agent.woken
+                sent = await asyncio.to_thread(_send_blocking, url, body)
         except TimeoutError:
             log.warning("Error notifying: %s notification timed out after %gs", what, self._timeout)
             return False

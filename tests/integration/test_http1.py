@@ -124,11 +124,15 @@ async def test_connection_close_and_unframed_bodies_are_not_reused() -> None:
     assert server.connections == 3
 
 
-@pytest.mark.parametrize("noticed", [True, False], ids=["closed-while-idle", "closed-on-reuse"])
-async def test_a_kept_connection_the_server_dropped_is_replaced(noticed: bool) -> None:
+@pytest.mark.parametrize(
+    ("noticed", "method"),
+    [(True, "POST"), (False, "GET")],
+    ids=["closed-while-idle", "dropped-on-reuse"],
+)
+async def test_a_kept_connection_the_server_dropped_is_replaced(noticed: bool, method: str) -> None:
     """The server drops a kept-alive connection, before the next request or on reading it
-    without an answer; the request goes out again on a new connection."""
-
+    without an answer; the request goes out again on a new connection (a GET may: the
+    server cannot have acted on it)."""
     dropped: list[bytes] = []
 
     async def answer(request: bytes, writer: asyncio.StreamWriter) -> bool:
@@ -144,10 +148,42 @@ async def test_a_kept_connection_the_server_dropped_is_replaced(noticed: bool) -
     async with serving(answer) as server, client() as http:
         await http.get(f"http://127.0.0.1:{server.port}/first")
         await asyncio.sleep(0.1)  # the close reaches the client
-        later = await http.post(f"http://127.0.0.1:{server.port}/later", content=b"x")
+        later = await http.request(method, f"http://127.0.0.1:{server.port}/later")
     assert later.text == "2"
     assert server.connections == 2
     assert len(server.requests) == (2 if noticed else 3)
+
+
+async def test_a_post_the_server_read_and_dropped_is_not_sent_again() -> None:
+    """It may have acted on it (an eviction, a lock taken): the caller decides, as with Go's
+    HTTP client."""
+
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if b"/first" in request:
+            writer.write(sized(b"1"))
+            return True
+        return False  # read, maybe acted on, connection dropped before the answer
+
+    async with serving(answer) as server, client() as http:
+        await http.get(f"http://127.0.0.1:{server.port}/first")
+        with pytest.raises(httpx2.ReadError):
+            await http.post(f"http://127.0.0.1:{server.port}/evict", content=b"x")
+    assert [r.split(b" ")[1] for r in server.requests] == [b"/first", b"/evict"]
+
+
+async def test_a_connection_idle_too_long_is_not_reused() -> None:
+    async def answer(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(sized(b"ok"))
+        return True
+
+    async with serving(answer) as server:
+        transport = Transport(keep_idle=0.2)
+        async with httpx2.AsyncClient(transport=transport, timeout=5) as http:
+            await http.get(f"http://127.0.0.1:{server.port}/1")
+            await http.get(f"http://127.0.0.1:{server.port}/2")
+            await asyncio.sleep(0.3)
+            await http.get(f"http://127.0.0.1:{server.port}/3")
+    assert server.connections == 2
 
 
 async def test_a_silent_server_is_a_read_timeout() -> None:
