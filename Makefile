@@ -14,11 +14,11 @@ help:
 	@echo "make test   - lint, type check and the whole test suite (installs everything)"
 	@echo "make chaos  - long fault-injection run;  make bench - benchmarks"
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml testbed/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "uv==$(UV_VERSION)"
 	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
-	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e . -e testbed
 	touch $@
 
 venv: $(STAMP)
@@ -28,11 +28,11 @@ lock: $(STAMP)
 	$(BIN)/uv pip compile -q --extra dev --universal --python-version 3.11 pyproject.toml -o requirements.lock
 
 control-plane:
-	@bash src/kured/sandbox/build-control-plane.sh >/dev/null
+	@bash testbed/kured_testbed/build-control-plane.sh >/dev/null
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src testbed tests bench scripts
+	$(BIN)/ruff format --check src testbed tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -47,13 +47,13 @@ test: $(STAMP) control-plane lint typecheck test-deps
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 demo: $(STAMP) control-plane
-	$(BIN)/python -m kured.sandbox.demo
+	$(BIN)/python -m kured_testbed.demo
 
 chaos: $(STAMP) control-plane
-	$(BIN)/python -m kured.sandbox.chaos
+	$(BIN)/python -m kured_testbed.chaos
 
 bench: $(STAMP) control-plane
-	$(BIN)/python -m kured.sandbox.bench
+	$(BIN)/python -m kured_testbed.bench
 
 # Debian packages that tests run for real (prometheus); a no-op once installed.
 test-deps:

@@ -4,7 +4,7 @@
   of the session whatever happens (built first on a machine without cached binaries).
 - kube: an admin lightkube AsyncClient.
 - fleet: a factory, `await fleet(nodes=3, reboot_seconds=1.0, zones=3)` → a started
-  kured.sandbox.api.Fleet with fresh node names; stopped and its nodes deleted after the test.
+  kured_testbed.api.Fleet with fresh node names; stopped and its nodes deleted after the test.
 - audit: `audit()` → the audit log's events so far.
 - lock_backend: the `--lock-backend=…` flag; a test that takes it runs once per lock backend
   (the issue's "the same e2e suite passes on both backends").
@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from lightkube import AsyncClient
 
-from kured.sandbox.api import Fleet, FleetFactory, audit_events
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.fleet import FleetConfig
+from kured_testbed.api import Fleet, FleetFactory, audit_events
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.fleet import FleetConfig
 
 _fleet_numbers = itertools.count(1)
 LOCK_BACKENDS = ("daemonset-annotation", "lease")

@@ -24,8 +24,8 @@ from lightkube.resources.core_v1 import Node, Pod
 from kured.lease import LOCK_LABEL
 from kured.lock import parse
 from kured.policy import PROGRESS_ANNOTATION
-from kured.sandbox.api import Fleet, wait_until
-from kured.sandbox.state import FLEET_LABEL
+from kured_testbed.api import Fleet, wait_until
+from kured_testbed.state import FLEET_LABEL
 
 LOCK_ANNOTATION = "weave.works/kured-node-lock"
 ZONE_LABEL = "topology.kubernetes.io/zone"

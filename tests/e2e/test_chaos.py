@@ -15,12 +15,12 @@ from lightkube import AsyncClient
 from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Node
 
-from kured.sandbox import clockskew
-from kured.sandbox.api import Fleet, FleetFactory, default_manifests, wait_until
-from kured.sandbox.audit_check import node_writes
-from kured.sandbox.chaos import BACKENDS, Settings, chaos
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.faults import progress_phase
+from kured_testbed import clockskew
+from kured_testbed.api import Fleet, FleetFactory, default_manifests, wait_until
+from kured_testbed.audit_check import node_writes
+from kured_testbed.chaos import BACKENDS, Settings, chaos
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.faults import progress_phase
 from tests.e2e.rolls import LOCK_ANNOTATION, kured_log, lock_holders, wait_rolled, watching
 
 pytestmark = pytest.mark.e2e

@@ -21,8 +21,8 @@ from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Namespace
 
-from kured.sandbox.api import wait_until
-from kured.sandbox.controlplane import ControlPlane
+from kured_testbed.api import wait_until
+from kured_testbed.controlplane import ControlPlane
 from tests.chart import render_manifests
 
 pytestmark = pytest.mark.e2e

@@ -7,10 +7,10 @@ import io
 
 import pytest
 
-from kured.sandbox import procs
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.demo import DemoSettings, run_roll
-from kured.sandbox.fleet import supervisor_pid_file
+from kured_testbed import procs
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.demo import DemoSettings, run_roll
+from kured_testbed.fleet import supervisor_pid_file
 
 pytestmark = pytest.mark.e2e
 

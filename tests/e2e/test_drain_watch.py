@@ -28,9 +28,9 @@ from lightkube.types import PatchType
 from kured import drain
 from kured.drain import Drainer, DrainOptions
 from kured.kube import Kube, load_config
-from kured.sandbox.api import Fleet, FleetFactory, default_manifests, wait_until
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.manifests import apply_manifests, load_manifests, service_account_kubeconfig
+from kured_testbed.api import Fleet, FleetFactory, default_manifests, wait_until
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.manifests import apply_manifests, load_manifests, service_account_kubeconfig
 
 pytestmark = pytest.mark.e2e
 

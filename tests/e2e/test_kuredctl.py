@@ -44,8 +44,8 @@ from lightkube.resources.rbac_authorization_v1 import (
 from kured.ctl.cli import cli
 from kured.lease import GROUP_LABEL, LOCK_LABEL
 from kured.lock import parse
-from kured.sandbox.api import wait_until
-from kured.sandbox.controlplane import ControlPlane, free_port, kubeconfig_text
+from kured_testbed.api import wait_until
+from kured_testbed.controlplane import ControlPlane, free_port, kubeconfig_text
 
 pytestmark = pytest.mark.e2e
 

@@ -23,8 +23,8 @@ from lightkube import AsyncClient, codecs
 from lightkube.resources.core_v1 import Event, Node, Pod
 
 from kured.ctl.cli import cli as kuredctl_cli
-from kured.sandbox.api import Fleet, FleetFactory, default_manifests, wait_until
-from kured.sandbox.controlplane import ControlPlane
+from kured_testbed.api import Fleet, FleetFactory, default_manifests, wait_until
+from kured_testbed.controlplane import ControlPlane
 from tests.conftest import Alertmanager, Receiver
 from tests.e2e.rolls import (
     kured_log,

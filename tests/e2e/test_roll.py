@@ -26,7 +26,7 @@ from lightkube.resources.core_v1 import Node, Pod
 
 from kured.lease import GROUP_LABEL, LOCK_LABEL
 from kured.policy import PROGRESS_ANNOTATION
-from kured.sandbox.api import Fleet, FleetFactory, default_manifests, wait_until
+from kured_testbed.api import Fleet, FleetFactory, default_manifests, wait_until
 from tests.chart import write_manifest
 from tests.conftest import Receiver
 from tests.e2e.rolls import (

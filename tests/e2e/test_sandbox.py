@@ -23,12 +23,12 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 
-from kured.sandbox import procs
-from kured.sandbox.api import Fleet, FleetFactory, wait_until
-from kured.sandbox.controlplane import ADMIN_USER, ControlPlane
-from kured.sandbox.fleet import fleet_nodes, node_ready
-from kured.sandbox.kinds import PodDisruptionBudget, eviction
-from kured.sandbox.state import FLEET_LABEL
+from kured_testbed import procs
+from kured_testbed.api import Fleet, FleetFactory, wait_until
+from kured_testbed.controlplane import ADMIN_USER, ControlPlane
+from kured_testbed.fleet import fleet_nodes, node_ready
+from kured_testbed.kinds import PodDisruptionBudget, eviction
+from kured_testbed.state import FLEET_LABEL
 
 pytestmark = pytest.mark.e2e
 
@@ -385,7 +385,7 @@ async def test_run_kured_applies_the_manifests_and_runs_as_their_serviceaccount(
 
 def sandbox(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kured.sandbox", *args],
+        [sys.executable, "-m", "kured_testbed", *args],
         capture_output=True,
         text=True,
         timeout=180,

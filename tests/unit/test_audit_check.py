@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kured.sandbox.audit_check import (
+from kured_testbed.audit_check import (
     FinalNode,
     NodeWrite,
     Reboot,
@@ -20,7 +20,7 @@ from kured.sandbox.audit_check import (
     node_writes,
     timestamp,
 )
-from kured.sandbox.chaos import AuditMark
+from kured_testbed.chaos import AuditMark
 
 KURED = "system:serviceaccount:f1-kured:kured"
 ADMIN = "sandbox-admin"

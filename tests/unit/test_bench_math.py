@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 from lightkube.resources.core_v1 import Node
 
-from kured.sandbox.benchmath import (
+from kured_testbed.benchmath import (
     IncompleteRoll,
     NodePhases,
     audit_requests,
@@ -21,8 +21,8 @@ from kured.sandbox.benchmath import (
     requests_total,
     roll_figures,
 )
-from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.rollwatch import Roll
+from kured_testbed.fleet import FleetConfig
+from kured_testbed.rollwatch import Roll
 
 INFO = (
     *("architecture", "containerRuntimeVersion", "kernelVersion", "kubeProxyVersion"),

@@ -12,12 +12,12 @@ import pytest
 from lightkube.resources.core_v1 import Node
 
 from kured.cli import parse_args
-from kured.sandbox.bench import Settings, _parser, _settings
-from kured.sandbox.benchmath import NodePhases, roll_figures
-from kured.sandbox.benchreport import checks, summary, write
-from kured.sandbox.manyagents import Boots, HostGoingDown
-from kured.sandbox.state import UsageError
-from kured.sandbox.timeline import draw
+from kured_testbed.bench import Settings, _parser, _settings
+from kured_testbed.benchmath import NodePhases, roll_figures
+from kured_testbed.benchreport import checks, summary, write
+from kured_testbed.manyagents import Boots, HostGoingDown
+from kured_testbed.state import UsageError
+from kured_testbed.timeline import draw
 
 
 def roll(ratio_of: float, most: int = 1) -> dict[str, Any]:

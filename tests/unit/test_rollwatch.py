@@ -12,9 +12,9 @@ import pytest
 from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Node
 
-from kured.sandbox.demo import Following, LineView, RollFailed, live_table, summary
-from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.rollwatch import Roll
+from kured_testbed.demo import Following, LineView, RollFailed, live_table, summary
+from kured_testbed.fleet import FleetConfig
+from kured_testbed.rollwatch import Roll
 
 INFO = (
     *("architecture", "containerRuntimeVersion", "kernelVersion", "kubeProxyVersion"),

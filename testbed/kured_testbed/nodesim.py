@@ -27,10 +27,10 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, NodeStatus, Pod, PodStatus
 from lightkube.types import PatchType
 
-from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.state import FLEET_LABEL, STOP_SECONDS_ANNOTATION
+from kured_testbed.fleet import FleetConfig
+from kured_testbed.state import FLEET_LABEL, STOP_SECONDS_ANNOTATION
 
-log = logging.getLogger("kured.sandbox.nodesim")
+log = logging.getLogger("kured_testbed.nodesim")
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40

@@ -14,9 +14,9 @@ from lightkube import AsyncClient, codecs
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod
 
-from kured.sandbox import kinds  # noqa: F401 (registers policy/v1beta1 PodDisruptionBudget)
-from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.state import FLEET_LABEL, STOP_SECONDS_ANNOTATION, SandboxError
+from kured_testbed import kinds  # noqa: F401 (registers policy/v1beta1 PodDisruptionBudget)
+from kured_testbed.fleet import FleetConfig
+from kured_testbed.state import FLEET_LABEL, STOP_SECONDS_ANNOTATION, SandboxError
 
 IMAGE = "registry.k8s.io/pause:3.2"  # never pulled: no kubelet runs it
 STANDALONE_POD = "standalone"

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import kured
-from kured.sandbox import procs
-from kured.sandbox.fleet import supervisor_pid_file
-from kured.sandbox.state import (
+from kured_testbed import procs
+from kured_testbed.fleet import supervisor_pid_file
+from kured_testbed.state import (
     FleetDir,
     NodeDir,
     SandboxError,
@@ -32,7 +32,7 @@ from kured.sandbox.state import (
     read_json,
 )
 
-log = logging.getLogger("kured.sandbox.daemons")
+log = logging.getLogger("kured_testbed.daemons")
 
 NODE_PLACEHOLDER = "{node}"
 NODE_DIR_PLACEHOLDER = "{node_dir}"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from kured.sandbox.state import atomic_write
+from kured_testbed.state import atomic_write
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Slack for the pid file's mtime granularity and the tick resolution of the start time.

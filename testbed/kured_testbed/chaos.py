@@ -1,12 +1,12 @@
 """`make chaos`: kured rolling through small sandbox fleets while faults rain on it, each
-roll judged by an independent checker (:mod:`kured.sandbox.audit_check`).
+roll judged by an independent checker (:mod:`kured_testbed.audit_check`).
 
-    python -m kured.sandbox.chaos [--faults 200] [--backend both] [--nodes 5] [--seed S]
+    python -m kured_testbed.chaos [--faults 200] [--backend both] [--nodes 5] [--seed S]
 
 Starts its own control plane in a temporary directory and, for each lock backend, runs
 rolls until at least ``--faults`` faults were injected: a fresh fleet with a workload and
 one node cordoned beforehand, kured as its ServiceAccount, every node given a reboot
-sentinel, the faults of :mod:`kured.sandbox.faults` injected until every node rebooted,
+sentinel, the faults of :mod:`kured_testbed.faults` injected until every node rebooted,
 then the roll is left to finish and checked. Prints each roll and the totals (faults by
 kind, violations, stuck nodes); exits 1 on any violation or stuck node. Every process it
 started is stopped, whatever happens. docs/chaos.md says what is and is not simulated.
@@ -33,9 +33,9 @@ from typing import Any
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Node
 
-from kured.sandbox import clockskew
-from kured.sandbox.api import Fleet, FleetConfig, default_manifests
-from kured.sandbox.audit_check import (
+from kured_testbed import clockskew
+from kured_testbed.api import Fleet, FleetConfig, default_manifests
+from kured_testbed.audit_check import (
     FinalNode,
     Reboot,
     Roll,
@@ -44,8 +44,8 @@ from kured.sandbox.audit_check import (
     deletions,
     node_writes,
 )
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.faults import (
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.faults import (
     ANNOTATION_BACKEND,
     API_ERRORS,
     LEASE_BACKEND,
@@ -55,7 +55,7 @@ from kured.sandbox.faults import (
     Plan,
     lock_holders,
 )
-from kured.sandbox.state import SandboxError
+from kured_testbed.state import SandboxError
 
 BACKENDS = (ANNOTATION_BACKEND, LEASE_BACKEND)
 SETTLE_SECONDS = 3.0  # after a roll looks finished: long enough to see a second reboot
@@ -370,7 +370,7 @@ def summary(totals: list[Totals]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m kured.sandbox.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kured_testbed.chaos", description=__doc__)
     parser.add_argument("--faults", type=int, default=200, help="at least this many per backend")
     parser.add_argument("--backend", choices=("both", *BACKENDS), default="both")
     parser.add_argument("--nodes", type=int, default=Settings.nodes)
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     backends = BACKENDS if args.backend == "both" else (args.backend,)
     settings = Settings(nodes=args.nodes, concurrency=args.concurrency)
-    command = " ".join(["python -m kured.sandbox.chaos", *(argv or sys.argv[1:])])
+    command = " ".join(["python -m kured_testbed.chaos", *(argv or sys.argv[1:])])
     print(f"{command}  (seed {seed}, {settings.nodes} nodes, concurrency {settings.concurrency})")
     workdir = Path(tempfile.mkdtemp(prefix="kured-chaos-"))
     try:

@@ -6,7 +6,7 @@ repo's own RBAC; then makes every node need a reboot and follows the roll in the
 kured has let go of the last node. Ends with how long each node spent draining, rebooting and
 getting back into service, and stops everything it started (also on Ctrl-C, SIGTERM, SIGHUP).
 
-    python -m kured.sandbox.demo [--nodes N] [--state-dir DIR] [--keep]
+    python -m kured_testbed.demo [--nodes N] [--state-dir DIR] [--keep]
 
 :func:`run_roll` takes a running control plane, so the e2e test runs the same roll against
 the session's control plane; :func:`main` starts and stops one of its own.
@@ -30,11 +30,11 @@ from typing import Protocol, TextIO
 
 from lightkube import AsyncClient
 
-from kured.sandbox.api import Fleet, FleetConfig, default_manifests
-from kured.sandbox.controlplane import ControlPlane, cached_binaries
-from kured.sandbox.manifests import SYSTEM_NAMESPACE
-from kured.sandbox.rollwatch import Roll, following
-from kured.sandbox.state import SandboxError, SandboxState, UsageError
+from kured_testbed.api import Fleet, FleetConfig, default_manifests
+from kured_testbed.controlplane import ControlPlane, cached_binaries
+from kured_testbed.manifests import SYSTEM_NAMESPACE
+from kured_testbed.rollwatch import Roll, following
+from kured_testbed.state import SandboxError, SandboxState, UsageError
 
 PROG = "kured-demo"
 CONCURRENCY = 1

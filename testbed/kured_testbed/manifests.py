@@ -24,8 +24,8 @@ from lightkube.resources.core_v1 import Namespace, Secret, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 
 import kured
-from kured.sandbox.controlplane import ControlPlane, kubeconfig_text
-from kured.sandbox.state import FLEET_LABEL, SandboxError, UsageError, atomic_write
+from kured_testbed.controlplane import ControlPlane, kubeconfig_text
+from kured_testbed.state import FLEET_LABEL, SandboxError, UsageError, atomic_write
 
 SYSTEM_NAMESPACE = "kube-system"
 # Cluster-scoped kinds that get a per-namespace name.

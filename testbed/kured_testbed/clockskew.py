@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from kured.sandbox.state import NodeDir, atomic_write
+from kured_testbed.state import NodeDir, atomic_write
 
 OFFSET_FILE = "clock-offset"
 

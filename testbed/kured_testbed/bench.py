@@ -3,7 +3,7 @@ API server when there is nothing to do, how much memory a daemon takes, and whet
 with 200 agents. Measured from outside the daemons; written to bench/results (latest.json,
 latest.md, one Gantt chart per roll). bench/README.md defines every figure.
 
-    python -m kured.sandbox.bench [--nodes 12] [--concurrency 1 3] [--idle-seconds 600] …
+    python -m kured_testbed.bench [--nodes 12] [--concurrency 1 3] [--idle-seconds 600] …
 
 One control plane; each scenario on fleets of its own, stopped when it ends, in this order
 (idle first: deleting the other scenarios' namespaces keeps the controllers busy for a while):
@@ -13,7 +13,7 @@ idle      kube-apiserver's requests with nothing to do: without daemons (the bas
 detect    one node at a time, the lock free: sentinel created → node cordoned
 makespan  every node triggered at once, for each c: ours (``--period=1h``: the lock watch
           hands over) and ours in Go kured's timing (``--poll-only --period=1m``)
-scale     200 agents in one process (:mod:`kured.sandbox.manyagents`), checked against the
+scale     200 agents in one process (:mod:`kured_testbed.manyagents`), checked against the
           API server's audit log
 """
 
@@ -47,9 +47,9 @@ from lightkube.types import PatchType
 import kured
 from kured.agent import SENTINEL_POLL_SECONDS
 from kured.policy import STATUS_ANNOTATION, Phase
-from kured.sandbox import audit_check, procs
-from kured.sandbox.api import Fleet, FleetConfig, audit_events, default_manifests, wait_until
-from kured.sandbox.benchmath import (
+from kured_testbed import audit_check, procs
+from kured_testbed.api import Fleet, FleetConfig, audit_events, default_manifests, wait_until
+from kured_testbed.benchmath import (
     IncompleteRoll,
     audit_requests,
     distribution,
@@ -59,17 +59,17 @@ from kured.sandbox.benchmath import (
     requests_total,
     roll_figures,
 )
-from kured.sandbox.benchreport import machine, write
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.manifests import (
+from kured_testbed.benchreport import machine, write
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.manifests import (
     apply_manifests,
     load_manifests,
     service_account_kubeconfig,
     service_account_of,
 )
-from kured.sandbox.rollwatch import Roll, following
-from kured.sandbox.state import SandboxError, UsageError
-from kured.sandbox.timeline import draw
+from kured_testbed.rollwatch import Roll, following
+from kured_testbed.state import SandboxError, UsageError
+from kured_testbed.timeline import draw
 
 PROG = "kured-bench"
 SCENARIOS = ("idle", "detect", "makespan", "scale")
@@ -120,7 +120,7 @@ class Settings:
 
 @dataclass
 class Watch:
-    """A fleet as its Node and lock watches show it (:class:`kured.sandbox.rollwatch.Roll`)."""
+    """A fleet as its Node and lock watches show it (:class:`kured_testbed.rollwatch.Roll`)."""
 
     roll: Roll
     check: Callable[[], None]  # raises if a watch, or a task the run depends on, ended
@@ -225,7 +225,7 @@ async def forget_status(client: AsyncClient, fleet: Fleet) -> None:
 
 
 def invariant(fleet: Fleet, concurrency: int, triggered: float, seen: Roll) -> dict[str, Any]:
-    """The audit checker's verdict on a roll (kured.sandbox.audit_check): never more than
+    """The audit checker's verdict on a roll (kured_testbed.audit_check): never more than
     concurrency nodes cordoned by kured or down, one reboot per node, nothing left behind."""
     nodes = tuple(fleet.nodes)
     events = list(audit_events(fleet.state))
@@ -410,12 +410,12 @@ async def idle(bench: Bench) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def many_agents(bench: Bench, fleet: Fleet, flags: list[str]) -> AsyncIterator[int]:
     """An agent for every node of fleet, all in one process of their own
-    (:mod:`kured.sandbox.manyagents`), as kured's ServiceAccount; yields its PID and stops it
+    (:mod:`kured_testbed.manyagents`), as kured's ServiceAccount; yields its PID and stops it
     by that PID at the end. The roll fails at once if the process exits."""
     kubeconfig = await install_kured(fleet)
     state = fleet.state
     pid_file = state.pid_file("bench-agents")
-    argv = [sys.executable, "-m", "kured.sandbox.manyagents", "--state-dir", str(state.root)]
+    argv = [sys.executable, "-m", "kured_testbed.manyagents", "--state-dir", str(state.root)]
     argv += ["--fleet", fleet.name, "--kubeconfig", str(kubeconfig), "--", *flags]
     proc = procs.spawn(argv, log=state.log_file("bench-agents"), pid_file=pid_file)
     exited = asyncio.create_task(procs.wait_exit(proc), name="the agents' process (exit code)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from kured.sandbox.benchmath import NodePhases
+from kured_testbed.benchmath import NodePhases
 
 COLORS = {"waiting": "#e0e0e0", "drain": "#f28e2b", "reboot": "#e15759", "ready": "#59a14f"}
 ROW_INCHES = 0.22

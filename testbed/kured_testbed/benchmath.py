@@ -1,6 +1,6 @@
 """The benchmark's arithmetic, apart from any I/O so that every rule is unit-tested.
 
-A roll is measured from outside the daemons (:mod:`kured.sandbox.rollwatch`): per node, when
+A roll is measured from outside the daemons (:mod:`kured_testbed.rollwatch`): per node, when
 it was cordoned, went NotReady, came back Ready with a new boot id, and was uncordoned. From
 those this module derives the phases (drain, reboot, ready), the makespan and the physical
 limit it is compared with, and the idle request rates (bench/README.md defines each figure).
@@ -17,8 +17,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kured.sandbox.audit_check import timestamp
-from kured.sandbox.rollwatch import NodeTimeline
+from kured_testbed.audit_check import timestamp
+from kured_testbed.rollwatch import NodeTimeline
 
 REQUEST_COUNTER = "apiserver_request_total"
 HOUR = 3600.0

@@ -14,7 +14,7 @@ shared client would queue 200 lock watches behind httpx's pool of 100 connection
 The benchmark runs them in a process of their own, so that its watches time the roll from
 outside, on an event loop the agents do not keep busy:
 
-    python -m kured.sandbox.manyagents --state-dir DIR --fleet F --kubeconfig K -- FLAGS…
+    python -m kured_testbed.manyagents --state-dir DIR --fleet F --kubeconfig K -- FLAGS…
 
 runs until SIGTERM, or until the process that started it is gone. It logs at WARNING, each
 line with its node; ``KURED_SANDBOX_AGENTS_LOG=INFO`` logs what each daemon would, and
@@ -42,11 +42,11 @@ from kured.config import Config
 from kured.host import SimulatedHost
 from kured.kube import Kube, load_config
 from kured.metrics import Health, Metrics
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.state import FLEET_LABEL, NodeDir
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.fleet import FleetConfig
+from kured_testbed.state import FLEET_LABEL, NodeDir
 
-log = logging.getLogger("kured.sandbox.manyagents")
+log = logging.getLogger("kured_testbed.manyagents")
 _NODE: ContextVar[str] = ContextVar("node", default="-")
 
 
@@ -188,7 +188,7 @@ async def _serve(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kured.sandbox.manyagents")
+    parser = argparse.ArgumentParser(prog="python -m kured_testbed.manyagents")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--fleet", required=True)
     parser.add_argument("--kubeconfig", type=Path, required=True, help="the agents' identity")

@@ -21,8 +21,8 @@ from pathlib import Path
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Node
 
-from kured.sandbox import procs
-from kured.sandbox.state import (
+from kured_testbed import procs
+from kured_testbed.state import (
     FLEET_LABEL,
     SandboxError,
     SandboxState,
@@ -83,7 +83,7 @@ def start_supervisor(state: SandboxState, config: FleetConfig) -> None:
     if procs.running_pid(supervisor_pid_file(state, config.name)) is not None:
         raise SandboxError(f"fleet {config.name!r} is already running in {state.root}")
     config.save(state)
-    argv = [sys.executable, "-m", "kured.sandbox", "_supervise"]
+    argv = [sys.executable, "-m", "kured_testbed", "_supervise"]
     argv += ["--state-dir", str(state.root), "--fleet", config.name]
     procs.spawn(
         argv,

@@ -10,7 +10,7 @@
 * ``garbage-lock``: garbage in the lock (the annotation backend: text that is no lock; the
   Lease backend: a Lease held by a node that does not exist, or a holder's renewal time
   thrown into the past);
-* ``clock-jump``: one node's wall clock jumps (:mod:`kured.sandbox.clockskew`).
+* ``clock-jump``: one node's wall clock jumps (:mod:`kured_testbed.clockskew`).
 
 A :class:`Plan` says which, drawn from the run's seed; :class:`Chaos` injects them.
 """
@@ -35,10 +35,10 @@ from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node
 
-from kured.sandbox import clockskew
-from kured.sandbox.api import Fleet
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.state import FLEET_LABEL, SandboxError
+from kured_testbed import clockskew
+from kured_testbed.api import Fleet
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.state import FLEET_LABEL, SandboxError
 
 DAEMONSET = "kured"
 LOCK_ANNOTATION = "weave.works/kured-node-lock"

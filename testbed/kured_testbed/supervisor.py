@@ -16,15 +16,15 @@ import time
 
 from lightkube import AsyncClient
 
-from kured.sandbox import procs
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.daemons import Daemons
-from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.nodesim import Kubelet
-from kured.sandbox.simhost import SimulatedHost
-from kured.sandbox.state import SandboxState
+from kured_testbed import procs
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.daemons import Daemons
+from kured_testbed.fleet import FleetConfig
+from kured_testbed.nodesim import Kubelet
+from kured_testbed.simhost import SimulatedHost
+from kured_testbed.state import SandboxState
 
-log = logging.getLogger("kured.sandbox.supervisor")
+log = logging.getLogger("kured_testbed.supervisor")
 
 _REQUEST_POLL_SECONDS = 0.2
 

@@ -34,10 +34,10 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
 import kured
-from kured.sandbox import procs
-from kured.sandbox.state import SandboxError, SandboxState, atomic_write, read_json
+from kured_testbed import procs
+from kured_testbed.state import SandboxError, SandboxState, atomic_write, read_json
 
-log = logging.getLogger("kured.sandbox")
+log = logging.getLogger("kured_testbed")
 
 BUILD_SCRIPT = Path(__file__).with_name("build-control-plane.sh")
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")

@@ -12,8 +12,8 @@ import time
 import uuid
 from typing import Any
 
-from kured.sandbox import procs
-from kured.sandbox.state import NodeDir, atomic_write
+from kured_testbed import procs
+from kured_testbed.state import NodeDir, atomic_write
 
 # What Ubuntu's update-notifier writes next to /var/run/reboot-required.
 PENDING_PACKAGES = "linux-image-sandbox\n"

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kube-controller-manager and kube-scheduler from Debian's
-# `kubernetes` source package, once, into a per-user cache keyed by version.
-# Prints the directory holding the three binaries on its last line.
+# Build kube-apiserver, kube-controller-manager and kube-scheduler (the sandbox's control
+# plane) and kubelet and kube-proxy (the lab's real nodes) from Debian's `kubernetes` source
+# package, once, in one `make` (they share most packages), into a per-user cache keyed by
+# version. The pause container's source (build/pause/linux/pause.c) is kept beside them.
+# Prints the directory holding the binaries on its last line.
 # Debian ships no kube-apiserver binary; its source package builds offline (vendor/).
 set -euo pipefail
 
 cache_root="${KURED_SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kured-sandbox}"
-binaries=(kube-apiserver kube-controller-manager kube-scheduler)
+binaries=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 log() { printf 'build-control-plane: %s\n' "$*" >&2; }
 
-have_all() { for b in "${binaries[@]}"; do [ -x "$1/$b" ] || return 1; done; }
+have_all() {
+  for b in "${binaries[@]}"; do [ -x "$1/$b" ] || return 1; done
+  [ -f "$1/pause.c" ]
+}
 
 # Fast path: any cached build is enough (the version is part of the directory name).
 for d in "$cache_root"/bin-*; do
@@ -44,12 +49,13 @@ version=${orig#kubernetes_}; version=${version%.orig.tar.*}
 mkdir src && tar -xf "$orig" -C src --strip-components=1
 cd src
 mkdir -p .go/src/k8s.io && ln -s ../../.. .go/src/k8s.io/kubernetes
-log "building ${binaries[*]} ($version); about 5 minutes on 2 cores"
+log "building ${binaries[*]} ($version); about 8 minutes on 2 cores"
 GOPATH=$PWD/.go CGO_ENABLED=0 \
-  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler" >&2
+  make WHAT="${binaries[*]/#/cmd/}" >&2
 out="$cache_root/bin-$version"
 mkdir -p "$out.tmp"
 for b in "${binaries[@]}"; do cp "_output/bin/$b" "$out.tmp/"; done
+cp build/pause/linux/pause.c "$out.tmp/"
 rm -rf "$out"; mv "$out.tmp" "$out"
 log "cached in $out"
 echo "$out"

@@ -25,8 +25,8 @@ from kured.ctl.model import AgentStatus
 from kured.facts import annotations_of
 from kured.lock import LockFormatError, parse
 from kured.policy import PROGRESS_ANNOTATION, STATUS_ANNOTATION, Phase, Progress
-from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.state import FLEET_LABEL, SandboxError
+from kured_testbed.fleet import FleetConfig
+from kured_testbed.state import FLEET_LABEL, SandboxError
 
 DAEMONSET = "kured"  # the name deploy/daemonset.yaml gives it
 

@@ -26,9 +26,9 @@ from lightkube import ApiError, AsyncClient
 from lightkube.core.resource import GlobalResource
 from lightkube.resources.core_v1 import Namespace, Node
 
-from kured.sandbox import procs
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.fleet import (
+from kured_testbed import procs
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.fleet import (
     FleetConfig,
     delete_nodes,
     fleet_nodes,
@@ -37,11 +37,11 @@ from kured.sandbox.fleet import (
     supervisor_pid_file,
     wait_ready,
 )
-from kured.sandbox.manifests import CLUSTER_KINDS, SYSTEM_NAMESPACE, default_manifests
-from kured.sandbox.run import run_kured, stop_kured
-from kured.sandbox.simhost import SimulatedHost
-from kured.sandbox.state import SandboxError, SandboxState, UsageError
-from kured.sandbox.workload import deploy_workload
+from kured_testbed.manifests import CLUSTER_KINDS, SYSTEM_NAMESPACE, default_manifests
+from kured_testbed.run import run_kured, stop_kured
+from kured_testbed.simhost import SimulatedHost
+from kured_testbed.state import SandboxError, SandboxState, UsageError
+from kured_testbed.workload import deploy_workload
 
 __all__ = [
     "Fleet",

@@ -29,17 +29,17 @@ from typing import Any, NoReturn
 import httpx2
 from lightkube import ApiError
 
-from kured.sandbox import api
-from kured.sandbox.controlplane import ControlPlane, down
-from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.manifests import SYSTEM_NAMESPACE, default_manifests
-from kured.sandbox.run import run_kured, stop_kured
-from kured.sandbox.state import DEFAULT_FLEET, SandboxError, SandboxState, UsageError
-from kured.sandbox.supervisor import supervise
-from kured.sandbox.workload import deploy_workload
+from kured_testbed import api
+from kured_testbed.controlplane import ControlPlane, down
+from kured_testbed.fleet import FleetConfig
+from kured_testbed.manifests import SYSTEM_NAMESPACE, default_manifests
+from kured_testbed.run import run_kured, stop_kured
+from kured_testbed.state import DEFAULT_FLEET, SandboxError, SandboxState, UsageError
+from kured_testbed.supervisor import supervise
+from kured_testbed.workload import deploy_workload
 
 PROG = "kured-sandbox"
-log = logging.getLogger("kured.sandbox")
+log = logging.getLogger("kured_testbed")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -313,7 +313,7 @@ def _logging(fmt: str) -> None:
     """The sandbox's own messages at INFO; other libraries' (an HTTP line per request) only
     when something is wrong."""
     logging.basicConfig(level=logging.WARNING, format=fmt, force=True)
-    logging.getLogger("kured.sandbox").setLevel(logging.INFO)
+    logging.getLogger("kured_testbed").setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -11,17 +11,17 @@ from pathlib import Path
 
 from lightkube import AsyncClient
 
-from kured.sandbox.controlplane import ControlPlane
-from kured.sandbox.daemons import DaemonSpec, compile_bytecode, kured_command, set_daemons
-from kured.sandbox.fleet import FleetConfig
-from kured.sandbox.manifests import (
+from kured_testbed.controlplane import ControlPlane
+from kured_testbed.daemons import DaemonSpec, compile_bytecode, kured_command, set_daemons
+from kured_testbed.fleet import FleetConfig
+from kured_testbed.manifests import (
     SYSTEM_NAMESPACE,
     apply_manifests,
     load_manifests,
     service_account_kubeconfig,
     service_account_of,
 )
-from kured.sandbox.state import UsageError
+from kured_testbed.state import UsageError
 
 
 async def run_kured(
