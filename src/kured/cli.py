@@ -731,11 +731,14 @@ def _concat(groups: Iterable[tuple[tuple[str, str], ...]]) -> tuple[tuple[str, s
     return tuple(label for group in groups for label in group)
 
 
+SLACK_FORM = "slack://TOKEN_A/TOKEN_B/TOKEN_C"  # the form, not the webhook's own tokens
+
+
 def _notify_warnings(notify_url: bool, slack_url: str) -> tuple[str, ...]:
     if slack_url and notify_url:
         return ("Both --notify-url and --slack-hook-url are set; using --notify-url only",)
-    if slack_url:
-        return (f"--slack-hook-url is deprecated; use --notify-url={slack_url}",)
+    if slack_url:  # the URL itself is a secret, and stays out of the log
+        return (f"--slack-hook-url is deprecated; use --notify-url={SLACK_FORM}",)
     return ()
 
 
