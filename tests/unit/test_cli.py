@@ -17,9 +17,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kured import __version__, cli
+from kured.args import parse_args, value_options
 from kured.capacity import MaxUnavailable
-from kured.cli import env_name, parse_args, run, value_options
+from kured.cli import run
 from kured.config import Config
+from kured.flagtypes import env_name
 from kured.host import Host, LinuxHost, SimulatedHost
 from kured.window import Blackout, Window
 
