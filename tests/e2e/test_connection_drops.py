@@ -186,6 +186,13 @@ def test_the_wrong_ca_is_one_clear_line(
     assert all("CERTIFICATE_VERIFY_FAILED" in line for line in lines)
     assert_no_secrets(output, control_plane)
 
+    kuredctl = str(Path(sys.executable).parent / "kuredctl")
+    argv = [kuredctl, "--kubeconfig", str(path), "status"]
+    ctl = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+    assert ctl.returncode == 1 and ctl.stdout == ""
+    assert len(ctl.stderr.splitlines()) == 1 and "certificate verify failed" in ctl.stderr
+    assert_no_secrets(ctl.stderr, control_plane)
+
 
 async def test_no_secret_in_a_daemon_output_through_cut_connections(
     control_plane: ControlPlane, tmp_path: Path, node: str
