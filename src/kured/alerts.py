@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-from kured import http1
+from kured.connections import Replaying
 
 if TYPE_CHECKING:
     from kured.config import Config
@@ -96,7 +96,7 @@ async def _get_json(
 ) -> Any:
     """GET a JSON body; every failure is ``error`` with a one-line reason."""
     try:
-        transport = http1.Transport()  # the daemon's own HTTP, not httpcore2 loaded for this
+        transport = Replaying()  # a failed GET is sent once more, as for the API server
         async with (
             asyncio.timeout(timeout),
             httpx2.AsyncClient(timeout=timeout, transport=transport) as client,

@@ -10,7 +10,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from kured.logs import go_level, record_fields, timestamp
+from kured.logfields import go_level, record_fields, timestamp
 
 
 class JsonLinesFormatter(JsonFormatter):

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import secrets
-import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,16 +33,9 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
 
-from kured import http1
+from kured.connections import Replaying
 
 log = logging.getLogger("kured.kube")
-
-# Requests go over kured.http1; httpx2 falls back to httpcore2 only for a proxy that
-# HTTPS_PROXY & co. name. httpcore2 then imports the HTTP/2 stack (h2, hpack's Huffman
-# tables, hyperframe) whenever h2 is installed, as lightkube's httpx2[http2] requirement
-# does: 1.5 MiB of RSS for code kured never runs. None in sys.modules is Python's documented
-# way to make an import fail, and it takes httpcore2's own path for "h2 not installed".
-sys.modules.setdefault("h2", None)  # type: ignore[arg-type]  # typeshed: modules only
 
 T = TypeVar("T")
 WatchEvents = AsyncGenerator[tuple[str, dict[str, Any]], None]  # (type, object JSON)
@@ -97,7 +89,7 @@ class Kube:
         assert single is not None
         # The base URL, auth and TLS context lightkube derives from the config, for raw calls.
         params = ConnectionParams(timeout=REQUEST_TIMEOUT).httpx_params(single)
-        connections = http1.Transport(params["verify"])  # shared by both clients
+        connections = Replaying(params["verify"])  # one pool for both clients
         self._client = AsyncClient(
             config, timeout=REQUEST_TIMEOUT, field_manager=field_manager, transport=connections
         )

@@ -16,21 +16,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from datetime import UTC, datetime
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
+
+from kured.logfields import go_level, record_fields, timestamp
 
 LogFormat = Literal["text", "json"]
-_STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "taskName"}
-)
-_GO_LEVELS = {
-    logging.DEBUG: "debug",
-    logging.INFO: "info",
-    logging.WARNING: "warning",
-    logging.ERROR: "error",
-    logging.CRITICAL: "fatal",
-}
 _BARE_VALUE = re.compile(r"[A-Za-z0-9\-._/@^+]*")
 _GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -72,28 +62,6 @@ class _TextFormatter(logging.Formatter):
         }
         fields.update(sorted(record_fields(record).items()))
         return " ".join(f"{key}={_go_value(value)}" for key, value in fields.items())
-
-
-def go_level(levelno: int) -> str:
-    """logrus's name for a level (``warning``, not ``WARN``; critical → ``fatal``)."""
-    return _GO_LEVELS.get(levelno) or logging.getLevelName(levelno).lower()
-
-
-def timestamp(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """``extra=`` fields, plus ``error`` for an attached exception."""
-    fields = {
-        key: value
-        for key, value in vars(record).items()
-        if key not in _STANDARD_ATTRS and not key.startswith("_")
-    }
-    if record.exc_info and record.exc_info[1] is not None:
-        error = record.exc_info[1]
-        fields["error"] = f"{type(error).__name__}: {error}"
-    return fields
 
 
 def _go_value(value: object) -> str:

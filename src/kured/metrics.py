@@ -10,25 +10,43 @@ New metrics are one line in ``Metrics.__init__`` plus a setter.
 :meth:`Health.operation`; ``/healthz`` turns 503 when the loop stops beating or an
 operation overruns its timeout, so a kubelet liveness probe can restart a wedged daemon.
 
-The metrics themselves are :mod:`kured.promtext`'s (why not ``prometheus_client``: there).
-The HTTP server is a few dozen lines of asyncio rather than a framework: two read-only
-endpoints do not justify a dependency, and it runs on the daemon's own event loop.
+The metrics are prometheus_client's, in the classic text format Go kured's promhttp serves
+(or OpenMetrics to a scraper that asks for it). prometheus_client has no server for asyncio
+(an ASGI app would need an ASGI server besides), so the two endpoints are a WSGI app served
+the way its own ``start_wsgi_server`` serves one: the standard library's WSGI server, a
+thread per request, on a daemon thread of its own. Both endpoints only read: the metrics
+under prometheus_client's locks, the health signal by copying the loop's state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
+import socket
+import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from kured.promtext import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+    make_wsgi_app,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
 
 ACTIVITIES = (
     "idle",
@@ -46,6 +64,9 @@ REBOOT_REASONS = ("sentinel", "max-node-age")
 BLOCK_KINDS = ("prometheus", "pods", "query", "pause", "reboot-loop", "max-unavailable")
 SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
 
+# Go's client library has no ``*_created`` series, and kured's dashboards and alerts use none.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
 
 class Metrics:
     """The daemon's metrics for one node, in their own registry.
@@ -56,9 +77,14 @@ class Metrics:
 
     def __init__(self, node: str) -> None:
         self.node = node
-        self.registry = registry = Registry()
-        self._reboot_required = registry.gauge(
-            "kured_reboot_required", "OS requires reboot due to software updates.", ["node"]
+        self.registry = registry = CollectorRegistry()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=registry)  # the process_* and python_* series
+        self._reboot_required = Gauge(
+            "kured_reboot_required",
+            "OS requires reboot due to software updates.",
+            ["node"],
+            registry=registry,
         )
         self.lock_held = self._gauge("kured_lock_held", "1 while this node holds the lock.")
         self.window_open = self._gauge(
@@ -86,28 +112,38 @@ class Metrics:
             "kured_lock_acquire_latency_seconds",
             "From needing a reboot (window open, not blocked) to holding the lock.",
         )
-        self._phase = registry.gauge(
-            "kured_phase", "1 for the node's current activity.", ["node", "phase"]
+        self._phase = Gauge(
+            "kured_phase",
+            "1 for the node's current activity.",
+            ["node", "phase"],
+            registry=registry,
         )
-        self._reason = registry.gauge(
+        self._reason = Gauge(
             "kured_reboot_reason",
             "1 for what asks for this node's reboot: sentinel or max-node-age.",
             ["node", "reason"],
+            registry=registry,
         )
-        self._blocked = registry.gauge(
-            "kured_reboot_blocked", "1 while a reboot is blocked, by reason.", ["node", "reason"]
+        self._blocked = Gauge(
+            "kured_reboot_blocked",
+            "1 while a reboot is blocked, by reason.",
+            ["node", "reason"],
+            registry=registry,
         )
 
     def _gauge(self, name: str, documentation: str) -> Gauge:
         """This node's series of a family labelled by ``node``, as all of kured's are."""
-        return self.registry.gauge(name, documentation, ["node"]).labels(node=self.node)
+        return Gauge(name, documentation, ["node"], registry=self.registry).labels(self.node)
 
     def _counter(self, name: str, documentation: str) -> Counter:
-        return self.registry.counter(name, documentation, ["node"]).labels(node=self.node)
+        """A counter family (prometheus_client names it ``<name>_total``), this node's series."""
+        return Counter(name, documentation, ["node"], registry=self.registry).labels(self.node)
 
     def _seconds(self, name: str, documentation: str) -> Histogram:
-        family = self.registry.histogram(name, documentation, ["node"], SECONDS_BUCKETS)
-        return family.labels(node=self.node)
+        family = Histogram(
+            name, documentation, ["node"], registry=self.registry, buckets=SECONDS_BUCKETS
+        )
+        return family.labels(self.node)
 
     def set_reboot_required(self, required: bool) -> None:
         """Go kured's only metric: 1 while the sentinel says a reboot is needed.
@@ -133,7 +169,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
-        return self.registry.render()
+        return generate_latest(self.registry)
 
 
 @dataclass
@@ -178,7 +214,7 @@ class Health:
     def problem(self) -> str | None:
         """Why the daemon is unhealthy, or None when it is fine."""
         now = self._clock()
-        for op in self._operations.values():
+        for op in list(self._operations.values()):  # a copy: /healthz asks from its thread
             if now - op.started > op.timeout:
                 return f"{op.name} running for {now - op.started:.0f}s (timeout {op.timeout:g}s)"
         if self._operations:
@@ -189,31 +225,40 @@ class Health:
         return None
 
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-_REQUEST_TIMEOUT = 10.0  # seconds a client gets to send its request head
-_MAX_HEADER_LINES = 100
+REQUEST_TIMEOUT_SECONDS = 10.0  # a client that sends nothing for this long is dropped
+Answer = tuple[str, list[tuple[str, str]], bytes]  # status line, headers, body
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """One request per connection, bounded in time, without a log line for each scrape."""
+
+    timeout = REQUEST_TIMEOUT_SECONDS
+
+    def log_message(self, format: str, *args: object) -> None:  # the base class names it so
+        pass
 
 
 class MetricsServer:
     """Serves ``/metrics`` and ``/healthz`` on ``host:port`` (``""`` = all interfaces)."""
 
     def __init__(self, metrics: Metrics, health: Health, host: str = "", port: int = 8080):
-        self._metrics = metrics
+        self._metrics_app = make_wsgi_app(metrics.registry)
         self._health = health
-        self._host = host or None
+        self._host = host
         self.port = port
-        self._server: asyncio.Server | None = None
+        self._server: ThreadingWSGIServer | None = None
 
     async def start(self) -> int:
         """Listen; returns the bound port (useful with port 0)."""
-        self._server = await asyncio.start_server(self._handle, self._host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = server = _listen(self._host, self.port, self._app)
+        self.port = server.server_port
+        threading.Thread(target=server.serve_forever, name="kured-metrics", daemon=True).start()
         return self.port
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+            await asyncio.to_thread(self._server.shutdown)  # waits for serve_forever to end
+            self._server.server_close()
             self._server = None
 
     async def __aenter__(self) -> MetricsServer:
@@ -223,47 +268,47 @@ class MetricsServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _respond(self, method: str, path: str) -> tuple[int, str, bytes]:
-        """(status, content type, body) for one request."""
-        if method not in {"GET", "HEAD"}:
-            return 405, "text/plain", b"method not allowed\n"
-        if path == "/metrics":
-            return 200, CONTENT_TYPE, self._metrics.exposition()
-        if path == "/healthz":
-            problem = self._health.problem()
-            if problem is None:
-                return 200, "text/plain", b"ok\n"
-            return 503, "text/plain", f"{problem}\n".encode()
-        return 404, "text/plain", b"not found\n"
+    def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI app: routes, methods, and HEAD (which prometheus_client's app refuses)."""
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if path not in {"/metrics", "/healthz"}:
+            status, headers, body = _text("404 Not Found", "not found")
+        elif method not in {"GET", "HEAD"}:
+            status, headers, body = _text("405 Method Not Allowed", "method not allowed")
+            headers.append(("Allow", "GET, HEAD"))
+        elif path == "/metrics":
+            return self._metrics(environ, start_response)
+        elif (problem := self._health.problem()) is None:
+            status, headers, body = _text("200 OK", "ok")
+        else:
+            status, headers, body = _text("503 Service Unavailable", problem)
+        start_response(status, headers)
+        return [b"" if method == "HEAD" else body]
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(_REQUEST_TIMEOUT):
-                method, path = await _read_request_head(reader)
-            status, content_type, body = self._respond(method, path)
-            head = (
-                f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-                f"Content-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\n"
-                + ("Allow: GET, HEAD\r\n" if status == 405 else "")
-                + "Connection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + (b"" if method == "HEAD" else body))
-            await writer.drain()
-        except (TimeoutError, ValueError, ConnectionError) as err:
-            log.debug("metrics: dropped a request: %r", err)
-        finally:
-            writer.close()
-            with suppress(ConnectionError):
-                await writer.wait_closed()
+    def _metrics(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        body = b"".join(self._metrics_app({**environ, "REQUEST_METHOD": "GET"}, start_response))
+        return [b"" if environ["REQUEST_METHOD"] == "HEAD" else body]
 
 
-async def _read_request_head(reader: asyncio.StreamReader) -> tuple[str, str]:
-    """(method, path) of an HTTP/1.x request; headers are read and ignored."""
-    request_line = (await reader.readline()).decode("latin-1").split()
-    if len(request_line) != 3:
-        raise ValueError(f"bad request line {request_line!r}")
-    for _ in range(_MAX_HEADER_LINES):
-        if (await reader.readline()).strip() == b"":
-            return request_line[0].upper(), urlsplit(request_line[1]).path
-    raise ValueError("too many header lines")
+def _text(status: str, text: str) -> Answer:
+    return status, [("Content-Type", "text/plain; charset=utf-8")], f"{text}\n".encode()
+
+
+def _listen(host: str, port: int, app: Callable[..., Iterable[bytes]]) -> ThreadingWSGIServer:
+    """A WSGI server bound to ``host``; for ``""`` both IPv6 and IPv4, as Go's ``:port``
+    (IPv4 alone on a kernel without IPv6)."""
+    if host:
+        return _bind(host, port, app)
+    try:
+        return _bind("::", port, app)
+    except OSError:
+        return _bind("0.0.0.0", port, app)
+
+
+def _bind(address: str, port: int, app: Callable[..., Iterable[bytes]]) -> ThreadingWSGIServer:
+    family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("Server", (ThreadingWSGIServer,), {"address_family": family})
+    server: ThreadingWSGIServer = make_server(
+        address, port, app, server_class=server_class, handler_class=_QuietHandler
+    )
+    return server

@@ -45,7 +45,7 @@ from lightkube.resources.core_v1 import Namespace, Node
 from lightkube.types import PatchType
 
 import kured
-from kured.agent import SENTINEL_POLL_SECONDS
+from kured.phases.wakeups import SENTINEL_POLL_SECONDS
 from kured.policy import STATUS_ANNOTATION, Phase
 from kured_testbed import audit_check, procs
 from kured_testbed.api import Fleet, FleetConfig, audit_events, default_manifests, wait_until

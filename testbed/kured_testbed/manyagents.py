@@ -37,7 +37,7 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 
 from kured.agent import HEALTH_STUCK_SECONDS, Agent
-from kured.cli import parse_args
+from kured.args import parse_args
 from kured.config import Config
 from kured.host import SimulatedHost
 from kured.kube import Kube, load_config

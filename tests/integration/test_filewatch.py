@@ -1,6 +1,7 @@
-"""kured.filewatch against the real kernel's inotify: the sentinel's appearance (created, or
-renamed into place as package tools do) and removal wake the watch, other files do not;
-watches share one inotify instance; a vanished directory ends the watch with OSError."""
+"""kured.filewatch (on asyncinotify) against the real kernel's inotify: the sentinel's
+appearance (created, or renamed into place as package tools do) and removal wake the watch,
+other files do not; watches share one inotify instance; a vanished directory ends the watch
+with OSError."""
 
 from __future__ import annotations
 

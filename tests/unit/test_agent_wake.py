@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 from lightkube.resources.apps_v1 import DaemonSet
 
-from kured.agent import slot_spread, woken
+from kured.phases.base import slot_spread, woken
 
 
 async def test_a_wake_and_a_cancellation_at_the_same_moment_still_cancel() -> None:

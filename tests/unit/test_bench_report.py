@@ -11,7 +11,7 @@ from typing import Any, cast
 import pytest
 from lightkube.resources.core_v1 import Node
 
-from kured.cli import parse_args
+from kured.args import parse_args
 from kured_testbed.bench import Settings, _parser, _settings
 from kured_testbed.benchmath import NodePhases, roll_figures
 from kured_testbed.benchreport import checks, summary, write

@@ -17,7 +17,7 @@ import helm_python
 import pytest
 import yaml
 
-from kured.cli import kured_command, parse_args
+from kured.args import kured_command, parse_args
 from kured.config import Config
 from tests.chart import render_manifests
 

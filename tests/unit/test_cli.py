@@ -17,9 +17,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kured import __version__, cli
+from kured.args import parse_args, value_options
 from kured.capacity import MaxUnavailable
-from kured.cli import env_name, parse_args, run, value_options
+from kured.cli import run
 from kured.config import Config
+from kured.flagtypes import env_name
 from kured.host import Host, LinuxHost, SimulatedHost
 from kured.window import Blackout, Window
 
@@ -284,7 +286,9 @@ def test_local_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_slack_hook_url_converts_with_a_deprecation_warning() -> None:
     parsed = parse_args(["--slack-hook-url='https://hooks.slack.com/services/A/B/C'"])
     assert parsed.config.notify_urls == ("slack://A/B/C",)
-    assert parsed.warnings == ("--slack-hook-url is deprecated; use --notify-url=slack://A/B/C",)
+    assert parsed.warnings == (
+        "--slack-hook-url is deprecated; use --notify-url=slack://TOKEN_A/TOKEN_B/TOKEN_C",
+    )
 
 
 def test_notify_url_wins_over_slack_hook_url() -> None:
@@ -591,7 +595,8 @@ def test_warnings_are_logged_after_the_startup_lines(
     run_with(monkeypatch, Daemon(), "--slack-hook-url=https://hooks.slack.com/services/A/B/C")
     last = capsys.readouterr().err.splitlines()[-1]
     assert (
-        'level=warning msg="--slack-hook-url is deprecated; use --notify-url=slack://A/B/C"' in last
+        'level=warning msg="--slack-hook-url is deprecated; use --notify-url=slack://TOKEN_A/'
+        in last
     )
 
 

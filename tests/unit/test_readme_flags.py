@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kured.cli import markdown_flags, value_options
+from kured.args import markdown_flags, value_options
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 START, END = "<!-- flags:start -->", "<!-- flags:end -->"

@@ -1,4 +1,5 @@
-"""kured.http1 against a raw HTTP/1.1 server on loopback that answers as each test scripts it:
+"""kured.connections (httpx2's transport with kured's keep-alive and resend rule) against
+a raw HTTP/1.1 server on loopback that answers as each test scripts it:
 sized, chunked and unframed bodies, kept-alive and closed connections, stalls and cuts, in
 the clear and over TLS. (Every e2e test drives it over TLS against the real API server.)"""
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from kured.http1 import Transport
+from kured.connections import DROPPED, Replaying
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +167,7 @@ async def test_a_post_the_server_read_and_dropped_is_not_sent_again() -> None:
 
     async with serving(answer) as server, client() as http:
         await http.get(f"http://127.0.0.1:{server.port}/first")
-        with pytest.raises(httpx2.ReadError):
+        with pytest.raises(DROPPED):
             await http.post(f"http://127.0.0.1:{server.port}/evict", content=b"x")
     assert [r.split(b" ")[1] for r in server.requests] == [b"/first", b"/evict"]
 
@@ -177,7 +178,7 @@ async def test_a_connection_idle_too_long_is_not_reused() -> None:
         return True
 
     async with serving(answer) as server:
-        transport = Transport(keep_idle=0.2)
+        transport = Replaying(keep_idle=0.2)
         async with httpx2.AsyncClient(transport=transport, timeout=5) as http:
             await http.get(f"http://127.0.0.1:{server.port}/1")
             await http.get(f"http://127.0.0.1:{server.port}/2")
@@ -196,13 +197,13 @@ async def test_a_silent_server_is_a_read_timeout() -> None:
             await http.get(f"http://127.0.0.1:{server.port}/", timeout=0.2)
 
 
-async def test_a_body_cut_short_is_a_read_error() -> None:
+async def test_a_body_cut_short_is_an_error() -> None:
     async def cut(request: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(sized(b"0123456789")[:-5])
         return False
 
     async with serving(cut) as server, client() as http:
-        with pytest.raises(httpx2.ReadError):
+        with pytest.raises(DROPPED, match="without sending complete"):
             await http.get(f"http://127.0.0.1:{server.port}/")
 
 
@@ -283,5 +284,5 @@ async def test_an_untrusted_certificate_is_a_connect_error(tls: Tls) -> None:
 
 @asynccontextmanager
 async def client(context: ssl.SSLContext | None = None) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(transport=Transport(context), timeout=5) as http:
+    async with httpx2.AsyncClient(transport=Replaying(context or True), timeout=5) as http:
         yield http

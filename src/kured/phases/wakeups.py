@@ -1,0 +1,136 @@
+"""What wakes the agent before ``--period``: watches of the lock, of the Node's and the
+DaemonSet's pause, and of the sentinel (inotify, or a stat every few seconds), each watched
+again after it ends or fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
+
+from kured.facts import (
+    annotations_of,
+)
+from kured.filewatch import FileWatch
+from kured.kube import ApiError, DaemonSet, Node
+from kured.lock import LockChange
+from kured.phases.base import (
+    AgentBase,
+)
+from kured.policy import (
+    PAUSED_ANNOTATION,
+    Step,
+)
+
+log = logging.getLogger("kured")
+T = TypeVar("T")
+SENTINEL_POLL_SECONDS = 2.0
+WATCH_RETRY_MAX_SECONDS = 30.0
+# Steps after which a lock change is no news: nothing to do with the lock (idle, waiting
+# for the window, the reboot-loop guard, a dry run) or the host is going down.
+LOCK_BLIND = frozenset({Step.NOTHING, Step.LOOP_GUARD, Step.DRY_RUN, Step.REBOOT})
+# Steps after which only a change that frees a slot is news.
+WANTS_A_SLOT = frozenset({Step.WAIT_FOR_LOCK, Step.ACQUIRE_LOCK})
+
+
+class Wakeups(AgentBase):
+    """The watches that wake the agent's loop."""
+
+    async def _watch_lock(self) -> None:
+        """Wake the loop when the lock changes in a way that matters to the last step."""
+        await self._follow("the lock", self.lock.changes, self._on_lock_change)
+
+    async def _watch_pause(
+        self, what: str, objects: Callable[[], AsyncIterator[Node | DaemonSet]]
+    ) -> None:
+        """Wake the loop when ``kured.dev/paused`` changes on ``what``, so that a resume (or
+        a pause) takes effect at once rather than at the next ``--period``."""
+        last: list[str | None] = []  # the value last seen, kept across reconnects
+
+        def on_change(obj: Node | DaemonSet) -> None:
+            value = annotations_of(obj).get(PAUSED_ANNOTATION)
+            if last and last[0] != value and self._last_step is not Step.REBOOT:
+                self._wake.set()
+            last[:] = [value]
+
+        await self._follow(what, objects, on_change)
+
+    async def _watch_own_node(self) -> AsyncIterator[Node]:
+        async for _event, node in self._kube.watch_node(self.node_id):
+            yield node
+
+    async def _watch_daemonset(self) -> AsyncIterator[DaemonSet]:
+        config = self.config
+        async for _event, ds in self._kube.watch_daemonset(config.ds_namespace, config.ds_name):
+            yield ds
+
+    async def _follow(
+        self, what: str, changes: Callable[[], AsyncIterator[T]], on_change: Callable[[T], None]
+    ) -> None:
+        """Feed each change a watch delivers to ``on_change``, watching again after the
+        server ends a watch or it fails (backing off); give up where RBAC forbids it, leaving
+        the waking to ``--period``."""
+        delay = 1.0
+        while True:
+            try:
+                async for change in changes():
+                    delay = 1.0
+                    on_change(change)
+            except ApiError as err:
+                if err.status.code == 403:
+                    log.warning("Not allowed to watch %s (%s); polling every --period", what, err)
+                    return
+                log.debug("watch of %s failed: %s", what, err)
+            except Exception as err:
+                log.debug("watch of %s failed: %s", what, err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WATCH_RETRY_MAX_SECONDS)
+
+    def _on_lock_change(self, change: LockChange) -> None:
+        """Wake the loop if the change matters after the last step.
+
+        A slot that frees up is news to every node waiting for one, and all of them reading
+        the lock and writing it at once is a thundering herd: one wins, the others get 409
+        Conflict and read again, on every hand-off. So a waiting node wakes at a random
+        moment of a spread that grows with the fleet (:func:`slot_spread`): the first of W
+        waiters wakes about spread/W after the slot freed and takes it, and the others, told
+        by the watch that every slot is taken again before their turn, do not wake at all.
+        """
+        step = self._last_step
+        if step in LOCK_BLIND:
+            return
+        if step not in WANTS_A_SLOT:
+            self._wake.set()
+        elif not change.slot_free:
+            if self._spread_wake:
+                self._spread_wake.cancel()
+            self._spread_wake = None
+        elif self._spread_wake is None:
+            spread = random.uniform(0, self._slot_spread)
+            self._spread_wake = asyncio.get_running_loop().call_later(spread, self._spread_over)
+
+    def _spread_over(self) -> None:
+        self._spread_wake = None
+        self._wake.set()
+
+    async def _watch_sentinel(self) -> None:
+        """Wake the loop when the sentinel file appears or goes: inotify on its directory
+        tells at once and costs nothing meanwhile; without inotify, a stat every few seconds."""
+        try:
+            with FileWatch(self.config.reboot_sentinel) as watch:
+                await self._check_sentinel()  # it may have changed before the watch began
+                async for _change in watch.changes():
+                    await self._check_sentinel()
+        except OSError as err:
+            log.info("Checking the sentinel every %gs (no inotify: %s)", SENTINEL_POLL_SECONDS, err)
+        while True:
+            await asyncio.sleep(SENTINEL_POLL_SECONDS)
+            await self._check_sentinel()
+
+    async def _check_sentinel(self) -> None:
+        with contextlib.suppress(Exception):
+            if await self._host.reboot_required() != self._last_sentinel:
+                self._wake.set()
