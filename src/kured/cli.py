@@ -26,12 +26,16 @@ import click
 from click.core import ParameterSource
 from click.types import OptionHelpExtra
 
-from kured import __version__
+from kured import __version__, flagcheck
 from kured.agent import run_daemon
 from kured.capacity import MaxUnavailable
+from kured.clickparse import AttachedValueCommand
 from kured.config import DEFAULT_LOCK_ANNOTATION, Config
 from kured.durations import ACCEPTED_FORM, DurationError, format_go_duration, parse_go_duration
+from kured.flagcheck import qualified_name as _check_qualified_name
 from kured.host import host_from_config
+from kured.k8snames import is_label_value as _is_label_name
+from kured.kube import NoClusterConfig
 from kured.logs import setup_logging
 from kured.notify import unknown_placeholders
 from kured.window import (
@@ -47,8 +51,6 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "KURED"
 USAGE_ERROR = 2
-_LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://.+")
 _TRUE = frozenset({"1", "t", "true"})
 _FALSE = frozenset({"0", "f", "false"})
@@ -163,26 +165,6 @@ def _labels(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(labels)
 
 
-def _check_qualified_name(text: str, what: str) -> str:
-    """Kubernetes' rule for label, annotation and taint keys: ``[prefix/]name``."""
-    prefix, slash, name = text.rpartition("/")
-    if (
-        not name
-        or not _is_label_name(name)
-        or (slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)))
-    ):
-        raise ValueError(
-            f'"{text}" is not a valid {what}; use [prefix/]name: a DNS prefix like example.com '
-            'and a name of up to 63 letters, digits, "-", "_", "."'
-        )
-    return text
-
-
-def _is_label_name(text: str) -> bool:
-    """Up to 63 of ``[A-Za-z0-9-_.]``, alphanumeric at both ends (empty allowed)."""
-    return len(text) <= 63 and _LABEL_NAME.fullmatch(text) is not None
-
-
 def _annotation_key(text: str) -> str:
     return _check_qualified_name(text, "annotation key")
 
@@ -223,7 +205,7 @@ def _notify_url(text: str) -> str:
             f'"{text}" is not a notification URL; use a shoutrrr URL like slack://A/B/C, '
             "smtp://… or generic://…"
         )
-    return url
+    return flagcheck.notify_url(url)
 
 
 def _slack_hook_url(text: str) -> str:
@@ -278,6 +260,11 @@ class KuredOption(click.Option):
 
     def get_help_extra(self, ctx: click.Context) -> OptionHelpExtra:
         return {**super().get_help_extra(ctx), "default": self.default_text}
+
+    def value_from_envvar(self, ctx: click.Context) -> Any:
+        """A variable of blank lines is unset, as click takes an empty one (not: no days)."""
+        value = super().value_from_envvar(ctx)
+        return None if self.multiple and not value else value
 
 
 def _flag(
@@ -357,8 +344,13 @@ FLAGS: tuple[KuredOption, ...] = (
         "node-id", "", "name of this node; set KURED_NODE_ID from spec.nodeName", shown="(required)"
     ),
     _duration_flag("period", "1h", "how often to check whether a reboot is needed", _period),
-    _flag("ds-namespace", "kube-system", "namespace of the DaemonSet that carries the lock"),
-    _flag("ds-name", "kured", "name of the DaemonSet that carries the lock"),
+    _flag(
+        "ds-namespace",
+        "kube-system",
+        "namespace of the DaemonSet that carries the lock",
+        flagcheck.namespace_name,
+    ),
+    _flag("ds-name", "kured", "name of the DaemonSet that carries the lock", flagcheck.object_name),
     _flag(
         "lock-annotation",
         DEFAULT_LOCK_ANNOTATION,
@@ -422,6 +414,7 @@ FLAGS: tuple[KuredOption, ...] = (
         "drain-pod-selector",
         "",
         "only evict pods matching this label selector (empty = all pods)",
+        flagcheck.label_selector,
         metavar="SELECTOR",
     ),
     _duration_flag("drain-timeout", "0", "give up draining after this long (0 = no limit)"),
@@ -462,6 +455,7 @@ FLAGS: tuple[KuredOption, ...] = (
         "blocking-pod-selector",
         None,
         "pods on this node matching this label selector block reboots (repeatable, any match)",
+        flagcheck.label_selector,
         metavar="SELECTOR",
         shown="(none)",
         multiple=True,
@@ -567,6 +561,7 @@ OUR_FLAGS: tuple[KuredOption, ...] = (
         "post-reboot-pod-selector",
         "",
         "after the reboot, hold the lock until pods on the node matching this are ready",
+        flagcheck.label_selector,
         metavar="SELECTOR",
     ),
     _flag(
@@ -777,7 +772,7 @@ def value_options() -> list[KuredOption]:
     return [p for p in kured_command.params if isinstance(p, KuredOption)]
 
 
-kured_command = click.Command(
+kured_command = AttachedValueCommand(
     "kured",
     params=[
         *FLAGS,
@@ -904,6 +899,9 @@ def _serve(config: Config) -> int:
         asyncio.run(run_daemon(config, host))
     except KeyboardInterrupt:
         return 130
+    except NoClusterConfig as error:
+        log.critical("Cannot load the cluster config: %s", error)
+        return 1
     except Exception as error:  # last line of defence: one log line, not a traceback
         log.critical("Kured stopped on an unexpected error", exc_info=_root_cause(error))
         return 1

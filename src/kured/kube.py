@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import secrets
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
@@ -25,8 +26,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import httpx2
-from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
 from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import SERVICE_ACCOUNT
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet
@@ -63,6 +65,7 @@ __all__ = [
     "EvictionOutcome",
     "Kube",
     "Lease",
+    "NoClusterConfig",
     "Node",
     "Pod",
     "load_config",
@@ -82,11 +85,28 @@ class EvictionOutcome:
     blocked_by: str = ""  # why the server refused (HTTP 429: a PodDisruptionBudget forbids it)
 
 
+class NoClusterConfig(ConfigError):
+    """Nothing says how to reach the API server; the text says what to set."""
+
+
 def load_config(kubeconfig: str | None) -> KubeConfig:
-    """In-cluster config, else ``--kubeconfig``, else ``$KUBECONFIG``, else ``~/.kube/config``."""
+    """``--kubeconfig``, else in-cluster config, else ``$KUBECONFIG``, else ``~/.kube/config``.
+
+    Raises :class:`NoClusterConfig` when none of them can be loaded.
+    """
     if kubeconfig:
-        return KubeConfig.from_file(kubeconfig)
-    return KubeConfig.from_env()
+        try:
+            return KubeConfig.from_file(kubeconfig)
+        except ConfigError as err:
+            raise NoClusterConfig(str(err)) from err
+    try:
+        return KubeConfig.from_env()
+    except ConfigError as err:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise NoClusterConfig(
+            f"not in a cluster (no service account token in {SERVICE_ACCOUNT}) and no kubeconfig "
+            f"at {where} ({err}); set --kubeconfig or KUBECONFIG, or run kured in its DaemonSet"
+        ) from err
 
 
 class Kube:
