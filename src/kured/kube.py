@@ -215,16 +215,11 @@ class Kube:
         """
         meta = pod.metadata
         assert meta is not None and meta.name and meta.namespace
-        delete_options: dict[str, Any] = {}
-        if grace_period is not None and grace_period >= 0:
-            delete_options["gracePeriodSeconds"] = grace_period
-        if meta.uid:
-            delete_options["preconditions"] = {"uid": meta.uid}
         body = {
             "apiVersion": await self.eviction_version(),
             "kind": "Eviction",
             "metadata": {"name": meta.name, "namespace": meta.namespace},
-            "deleteOptions": delete_options or None,
+            "deleteOptions": _delete_options(pod, grace_period) or None,
         }
         url = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}/eviction"
         params = {"dryRun": "All"} if dry_run else {}
@@ -242,6 +237,25 @@ class Kube:
             return EvictionOutcome(evicted=False, gone=True)
         # Anything else (e.g. 500 for a pod under two budgets) is retried like a 429, until
         # --drain-timeout: the drain reports it rather than the daemon crashing on it.
+        reason = _status_reason(response)
+        return EvictionOutcome(evicted=False, blocked_by=f"HTTP {response.status_code}: {reason}")
+
+    async def delete_pod(self, pod: Pod, grace_period: int | None) -> EvictionOutcome:
+        """Delete this very pod (its uid is the precondition), bypassing budgets: only for a
+        pod that its budget already counts as disrupted (:mod:`kured.drain`)."""
+        meta = pod.metadata
+        assert meta is not None and meta.name and meta.namespace
+        url = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}"
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            **_delete_options(pod, grace_period),
+        }
+        response = await self._http.request("DELETE", url, json=options)
+        if response.status_code in (200, 202):
+            return EvictionOutcome(evicted=True)
+        if response.status_code in (404, 409):  # gone, or a new pod of the same name
+            return EvictionOutcome(evicted=False, gone=True)
         reason = _status_reason(response)
         return EvictionOutcome(evicted=False, blocked_by=f"HTTP {response.status_code}: {reason}")
 
@@ -409,6 +423,16 @@ class Kube:
             raise ApiError(request=response.request, response=response)
         body: dict[str, Any] = response.json()
         return body
+
+
+def _delete_options(pod: Pod, grace_period: int | None) -> dict[str, Any]:
+    """DeleteOptions for exactly this pod: its uid as precondition, ``--drain-grace-period``."""
+    options: dict[str, Any] = {}
+    if grace_period is not None and grace_period >= 0:
+        options["gracePeriodSeconds"] = grace_period
+    if pod.metadata and pod.metadata.uid:
+        options["preconditions"] = {"uid": pod.metadata.uid}
+    return options
 
 
 def eviction_version_in(core_discovery: Mapping[str, Any]) -> str | None:
