@@ -536,18 +536,6 @@ def test_blank_env_lines_are_an_unset_variable(monkeypatch: pytest.MonkeyPatch) 
     assert (config.window.days, config.blocking_pod_selectors) == (frozenset(range(7)), ())
 
 
-def test_apprise_only_is_asked_about_schemes_that_are_not_shoutrrrs() -> None:
-    """Listing apprise's schemes loads all its plugins (about a second at start-up)."""
-    code = (
-        "import sys; from kured.cli import parse_args; "
-        "parse_args(['--node-id=n', '--notify-url=slack://a/b/c', '--notify-url=https://h/x']); "
-        "print('apprise' in sys.modules)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout == "False\n"
-    assert parse("--notify-url=json://host/x").notify_urls == ("json://host/x",)
-
-
 def test_no_cluster_config_is_one_line_saying_what_to_set_and_exit_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
 ) -> None:
