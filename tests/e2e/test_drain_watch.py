@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import logging
 import time
@@ -303,3 +304,41 @@ async def test_a_pod_an_interrupted_eviction_left_disrupted_is_deleted_not_waite
         f"{namespace}/web but was never deleted (an interrupted eviction); deleting it"
     ], f"drain took {took:.1f} s"
     assert web.metadata.name not in await pods_on(kube, web.spec.nodeName)
+
+
+def without_pod_deletes(rbac: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The RBAC as it was before kured deleted stranded pods: no ``delete`` on pods."""
+    trimmed = copy.deepcopy(rbac)
+    for manifest in trimmed:
+        for rule in manifest.get("rules", []):
+            if rule.get("resources") == ["pods"]:
+                rule["verbs"] = [verb for verb in rule["verbs"] if verb != "delete"]
+    return trimmed
+
+
+async def test_without_the_right_to_delete_pods_the_drain_says_so_once_and_waits(
+    fleet: FleetFactory,
+    kube: AsyncClient,
+    control_plane: ControlPlane,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="kured.drain")
+    started = await fleet(1)
+    namespace = await started.workload(stop_seconds=0.5)
+    config = await as_kured(kube, control_plane, started, without_pod_deletes(repo_rbac()))
+    [web, *_] = [p async for p in kube.list(Pod, namespace=namespace, labels={"app": "web"})]
+    assert web.metadata and web.metadata.name and web.spec and web.spec.nodeName
+    stranded = web.metadata.name
+    await interrupt_eviction(kube, namespace, "web", stranded)
+
+    def told(what: str) -> int:
+        return sum(what in r.message and stranded in r.message for r in caplog.records)
+
+    async def refused_again() -> bool:
+        return told("Error when deleting pod") == 1 and told("Error when evicting pod") >= 4
+
+    async with draining(config, web.spec.nodeName):
+        await wait_until(refused_again, what="three refusals after the forbidden delete", within=60)
+    assert told("Error when deleting pod") == 1
+    assert told("was never deleted") == 1
+    assert stranded in await pods_on(kube, web.spec.nodeName)
