@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: manifests help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean test-deps
+.PHONY: manifests apprise-schemes help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean test-deps
 
 help:
 	@echo "make demo   - local control plane + simulated nodes, kured rolling through them"
@@ -62,6 +62,10 @@ test-deps:
 # Regenerates deploy/manifests from the Helm chart (a test fails when they drift).
 manifests: $(STAMP)
 	$(BIN)/python scripts/render-manifests.py
+
+# Regenerates src/kured/apprise_schemes.py from the installed apprise (a test fails on drift).
+apprise-schemes: $(STAMP)
+	$(BIN)/python scripts/render-apprise-schemes.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -17,6 +17,7 @@ import click
 from click.core import ParameterSource
 
 from kured import __version__
+from kured.clickparse import AttachedValueCommand
 from kured.config import Config
 from kured.flags import FLAGS, OUR_FLAGS
 from kured.flagtypes import KuredOption, eager_flag
@@ -132,7 +133,7 @@ def value_options() -> list[KuredOption]:
     return [p for p in kured_command.params if isinstance(p, KuredOption)]
 
 
-kured_command = click.Command(
+kured_command = AttachedValueCommand(
     "kured",
     params=[
         *FLAGS,

@@ -18,6 +18,7 @@ from kured.args import ParsedArgs, error_line, go_list, parse_args
 from kured.config import Config
 from kured.durations import format_go_duration
 from kured.host import host_from_config
+from kured.kube import NoClusterConfig
 from kured.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ def _serve(config: Config) -> int:
         asyncio.run(run_daemon(config, host))
     except KeyboardInterrupt:
         return 130
+    except NoClusterConfig as error:
+        log.critical("Cannot load the cluster config: %s", error)
+        return 1
     except Exception as error:  # last line of defence: one log line, not a traceback
         log.critical("Kured stopped on an unexpected error", exc_info=_root_cause(error))
         return 1

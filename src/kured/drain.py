@@ -9,7 +9,10 @@ evicted too (kured runs drain with ``--force --delete-emptydir-data``).
 When a budget forbids an eviction (HTTP 429) the drain tries again until
 ``--drain-timeout``, logging which budget blocks: as soon as a watch shows a
 budget covering the pod with room (``status.disruptionsAllowed``), at the
-latest after a back-off. Then it waits until every evicted pod is really gone,
+latest after a back-off. A pod that its budget counts as disrupted but that was
+never deleted (an eviction cut short between the two, see :func:`left_disrupted`) is
+deleted then, instead of waiting two minutes for the disruption controller to
+forget it. Then it waits until every evicted pod is really gone,
 woken by a watch of the node's pods. Either watch falls back to the back-off
 or to polling where RBAC does not allow it (Go kured's RBAC has no watch).
 """
@@ -140,6 +143,34 @@ def has_room_for(budget: Mapping[str, Any], pod: Pod) -> bool:
     return allowed > 0 and selects((budget.get("spec") or {}).get("selector"), labels)
 
 
+def left_disrupted(budget: Mapping[str, Any], pod: Pod) -> bool:
+    """The budget covers the pod and lists this very pod in ``status.disruptedPods``.
+
+    The Eviction API records a pod there, then deletes it; an eviction cut short in
+    between (client gone, API server or etcd restarting) leaves a live pod the budget
+    counts as disrupted, refusing every other eviction until the disruption controller
+    drops the entry two minutes later. Deleting that pod takes nothing the budget had
+    not already granted. An entry older than the pod is about an earlier pod of the
+    same name (StatefulSets), not this one.
+    """
+    meta = pod.metadata
+    if meta is None or meta.name is None or meta.creationTimestamp is None:
+        return False
+    since = ((budget.get("status") or {}).get("disruptedPods") or {}).get(meta.name)
+    if not since or not selects((budget.get("spec") or {}).get("selector"), meta.labels or {}):
+        return False
+    return datetime.fromisoformat(since.replace("Z", "+00:00")) >= meta.creationTimestamp
+
+
+@dataclass(frozen=True)
+class _BudgetSighting:
+    """What the budget watch showed: room (``room_was_there`` when it was there as the
+    watch began, not seen appearing), or the budget that holds the pod as disrupted."""
+
+    room_was_there: bool = False
+    left_disrupted_by: str = ""
+
+
 def _key(pod: Pod) -> str:
     meta = pod.metadata
     assert meta is not None
@@ -153,6 +184,7 @@ class Drainer:
         self._kube = kube
         self._options = options
         self._unwatchable: set[str] = set()  # what RBAC did not let us watch (told once)
+        self._may_delete = True  # False once RBAC refused deleting a pod (told once)
 
     async def pods_to_evict(self, node: str) -> list[Pod]:
         pods = await self._kube.list_pods(node=node, selector=self._options.pod_selector)
@@ -211,23 +243,48 @@ class Drainer:
             )
             # Room that the budget showed already when we looked and that the server then
             # refused (a budget not yet processed, two budgets) is not trusted twice in a row.
-            changes_only = await self._room_for(pod, retry, changes_only=changes_only)
+            seen = await self._room_for(pod, retry, changes_only=changes_only)
+            if seen.left_disrupted_by and await self._delete_left_disrupted(pod, seen):
+                blocked.pop(key, None)
+                return
+            changes_only = seen.room_was_there
             retry = min(retry * 2, EVICTION_RETRY_MAX_SECONDS)
 
-    async def _room_for(self, pod: Pod, within: float, *, changes_only: bool) -> bool:
-        """Wait until a budget covering the pod has room, at most ``within`` seconds; True
-        when the room was there already as the watch began (not seen appearing)."""
-        room = self._budget_room(pod, changes_only=changes_only)
-        return bool(await self._watching("poddisruptionbudgets", room, within))
+    async def _delete_left_disrupted(self, pod: Pod, seen: _BudgetSighting) -> bool:
+        """Finish the eviction the budget granted: delete the pod (see :func:`left_disrupted`)."""
+        key = _key(pod)
+        log.warning(
+            "Pod %s is counted as disrupted by PodDisruptionBudget %s but was never deleted "
+            "(an interrupted eviction); deleting it",
+            key,
+            seen.left_disrupted_by,
+        )
+        outcome = await self._kube.delete_pod(pod, self._options.grace_period)
+        if outcome.evicted or outcome.gone:
+            log.info("Pod %s deleted", key)
+            return True
+        self._may_delete = not outcome.blocked_by.startswith(f"HTTP {FORBIDDEN}")
+        log.warning("Error when deleting pod %s: %s", key, outcome.blocked_by)
+        return False
 
-    async def _budget_room(self, pod: Pod, *, changes_only: bool) -> bool | None:
-        """Until a budget covering the pod shows room (see :meth:`_room_for`); None when
-        the watch ended first. ``changes_only``: only room seen appearing counts."""
+    async def _room_for(self, pod: Pod, within: float, *, changes_only: bool) -> _BudgetSighting:
+        """Wait until a budget covering the pod has room or holds it as disrupted, at most
+        ``within`` seconds."""
+        room = self._budget_room(pod, changes_only=changes_only)
+        return await self._watching("poddisruptionbudgets", room, within) or _BudgetSighting()
+
+    async def _budget_room(self, pod: Pod, *, changes_only: bool) -> _BudgetSighting | None:
+        """Until a budget covering the pod shows room or holds it as disrupted (see
+        :meth:`_room_for`); None when the watch ended first. ``changes_only``: only room
+        seen appearing counts."""
         namespace = (pod.metadata.namespace if pod.metadata else None) or ""
         async with contextlib.aclosing(self._kube.watch_budgets(namespace)) as budgets:
             async for kind, budget in budgets:
+                if self._may_delete and left_disrupted(budget, pod):
+                    name = (budget.get("metadata") or {}).get("name", "?")
+                    return _BudgetSighting(left_disrupted_by=f"{namespace}/{name}")
                 if (kind == "MODIFIED" or not changes_only) and has_room_for(budget, pod):
-                    return kind != "MODIFIED"
+                    return _BudgetSighting(room_was_there=kind != "MODIFIED")
         return None
 
     async def _wait_until_gone(self, node: str, uids: Iterable[str | None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 
+from kured import flagcheck
 from kured.config import DEFAULT_LOCK_ANNOTATION
 from kured.flagtypes import KuredOption, bool_flag, duration_flag, labels_flag, make_flag
 from kured.flagvalues import (
@@ -37,8 +38,15 @@ FLAGS: tuple[KuredOption, ...] = (
         "node-id", "", "name of this node; set KURED_NODE_ID from spec.nodeName", shown="(required)"
     ),
     duration_flag("period", "1h", "how often to check whether a reboot is needed", as_period),
-    make_flag("ds-namespace", "kube-system", "namespace of the DaemonSet that carries the lock"),
-    make_flag("ds-name", "kured", "name of the DaemonSet that carries the lock"),
+    make_flag(
+        "ds-namespace",
+        "kube-system",
+        "namespace of the DaemonSet that carries the lock",
+        flagcheck.namespace_name,
+    ),
+    make_flag(
+        "ds-name", "kured", "name of the DaemonSet that carries the lock", flagcheck.object_name
+    ),
     make_flag(
         "lock-annotation",
         DEFAULT_LOCK_ANNOTATION,
@@ -102,6 +110,7 @@ FLAGS: tuple[KuredOption, ...] = (
         "drain-pod-selector",
         "",
         "only evict pods matching this label selector (empty = all pods)",
+        flagcheck.label_selector,
         metavar="SELECTOR",
     ),
     duration_flag("drain-timeout", "0", "give up draining after this long (0 = no limit)"),
@@ -142,6 +151,7 @@ FLAGS: tuple[KuredOption, ...] = (
         "blocking-pod-selector",
         None,
         "pods on this node matching this label selector block reboots (repeatable, any match)",
+        flagcheck.label_selector,
         metavar="SELECTOR",
         shown="(none)",
         multiple=True,
@@ -249,6 +259,7 @@ OUR_FLAGS: tuple[KuredOption, ...] = (
         "post-reboot-pod-selector",
         "",
         "after the reboot, hold the lock until pods on the node matching this are ready",
+        flagcheck.label_selector,
         metavar="SELECTOR",
     ),
     make_flag(

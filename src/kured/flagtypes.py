@@ -56,6 +56,11 @@ class KuredOption(click.Option):
     def get_help_extra(self, ctx: click.Context) -> OptionHelpExtra:
         return {**super().get_help_extra(ctx), "default": self.default_text}
 
+    def value_from_envvar(self, ctx: click.Context) -> Any:
+        """A variable of blank lines is unset, as click takes an empty one (not: no days)."""
+        value = super().value_from_envvar(ctx)
+        return None if self.multiple and not value else value
+
 
 def make_flag(
     name: str,

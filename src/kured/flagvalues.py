@@ -11,16 +11,17 @@ from urllib.parse import urlsplit
 
 import click
 
+from kured import flagcheck
 from kured.capacity import MaxUnavailable
 from kured.durations import ACCEPTED_FORM, DurationError, parse_go_duration
+from kured.flagcheck import qualified_name as _check_qualified_name
+from kured.k8snames import is_label_value as _is_label_name
 from kured.window import (
     parse_blackout_dates,
     parse_days,
     parse_reboot_window,
 )
 
-_LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://.+")
 _TRUE = frozenset({"1", "t", "true"})
 _FALSE = frozenset({"0", "f", "false"})
@@ -127,26 +128,6 @@ def as_labels(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(labels)
 
 
-def _check_qualified_name(text: str, what: str) -> str:
-    """Kubernetes' rule for label, annotation and taint keys: ``[prefix/]name``."""
-    prefix, slash, name = text.rpartition("/")
-    if (
-        not name
-        or not _is_label_name(name)
-        or (slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)))
-    ):
-        raise ValueError(
-            f'"{text}" is not a valid {what}; use [prefix/]name: a DNS prefix like example.com '
-            'and a name of up to 63 letters, digits, "-", "_", "."'
-        )
-    return text
-
-
-def _is_label_name(text: str) -> bool:
-    """Up to 63 of ``[A-Za-z0-9-_.]``, alphanumeric at both ends (empty allowed)."""
-    return len(text) <= 63 and _LABEL_NAME.fullmatch(text) is not None
-
-
 def as_annotation_key(text: str) -> str:
     return _check_qualified_name(text, "annotation key")
 
@@ -187,7 +168,7 @@ def as_notify_url(text: str) -> str:
             f'"{text}" is not a notification URL; use a shoutrrr URL like slack://A/B/C, '
             "smtp://… or generic://…"
         )
-    return url
+    return flagcheck.notify_url(url)
 
 
 def as_slack_hook_url(text: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import httpx2
-from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
 from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import SERVICE_ACCOUNT
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet
@@ -55,6 +57,7 @@ __all__ = [
     "EvictionOutcome",
     "Kube",
     "Lease",
+    "NoClusterConfig",
     "Node",
     "Pod",
     "load_config",
@@ -74,11 +77,28 @@ class EvictionOutcome:
     blocked_by: str = ""  # why the server refused (HTTP 429: a PodDisruptionBudget forbids it)
 
 
+class NoClusterConfig(ConfigError):
+    """Nothing says how to reach the API server; the text says what to set."""
+
+
 def load_config(kubeconfig: str | None) -> KubeConfig:
-    """In-cluster config, else ``--kubeconfig``, else ``$KUBECONFIG``, else ``~/.kube/config``."""
+    """``--kubeconfig``, else in-cluster config, else ``$KUBECONFIG``, else ``~/.kube/config``.
+
+    Raises :class:`NoClusterConfig` when none of them can be loaded.
+    """
     if kubeconfig:
-        return KubeConfig.from_file(kubeconfig)
-    return KubeConfig.from_env()
+        try:
+            return KubeConfig.from_file(kubeconfig)
+        except ConfigError as err:
+            raise NoClusterConfig(str(err)) from err
+    try:
+        return KubeConfig.from_env()
+    except ConfigError as err:
+        where = os.environ.get("KUBECONFIG") or "~/.kube/config"
+        raise NoClusterConfig(
+            f"not in a cluster (no service account token in {SERVICE_ACCOUNT}) and no kubeconfig "
+            f"at {where} ({err}); set --kubeconfig or KUBECONFIG, or run kured in its DaemonSet"
+        ) from err
 
 
 class Kube:
@@ -187,16 +207,11 @@ class Kube:
         """
         meta = pod.metadata
         assert meta is not None and meta.name and meta.namespace
-        delete_options: dict[str, Any] = {}
-        if grace_period is not None and grace_period >= 0:
-            delete_options["gracePeriodSeconds"] = grace_period
-        if meta.uid:
-            delete_options["preconditions"] = {"uid": meta.uid}
         body = {
             "apiVersion": await self.eviction_version(),
             "kind": "Eviction",
             "metadata": {"name": meta.name, "namespace": meta.namespace},
-            "deleteOptions": delete_options or None,
+            "deleteOptions": _delete_options(pod, grace_period) or None,
         }
         url = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}/eviction"
         params = {"dryRun": "All"} if dry_run else {}
@@ -214,6 +229,25 @@ class Kube:
             return EvictionOutcome(evicted=False, gone=True)
         # Anything else (e.g. 500 for a pod under two budgets) is retried like a 429, until
         # --drain-timeout: the drain reports it rather than the daemon crashing on it.
+        reason = _status_reason(response)
+        return EvictionOutcome(evicted=False, blocked_by=f"HTTP {response.status_code}: {reason}")
+
+    async def delete_pod(self, pod: Pod, grace_period: int | None) -> EvictionOutcome:
+        """Delete this very pod (its uid is the precondition), bypassing budgets: only for a
+        pod that its budget already counts as disrupted (:mod:`kured.drain`)."""
+        meta = pod.metadata
+        assert meta is not None and meta.name and meta.namespace
+        url = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}"
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            **_delete_options(pod, grace_period),
+        }
+        response = await self._http.request("DELETE", url, json=options)
+        if response.status_code in (200, 202):
+            return EvictionOutcome(evicted=True)
+        if response.status_code in (404, 409):  # gone, or a new pod of the same name
+            return EvictionOutcome(evicted=False, gone=True)
         reason = _status_reason(response)
         return EvictionOutcome(evicted=False, blocked_by=f"HTTP {response.status_code}: {reason}")
 
@@ -381,6 +415,16 @@ class Kube:
             raise ApiError(request=response.request, response=response)
         body: dict[str, Any] = response.json()
         return body
+
+
+def _delete_options(pod: Pod, grace_period: int | None) -> dict[str, Any]:
+    """DeleteOptions for exactly this pod: its uid as precondition, ``--drain-grace-period``."""
+    options: dict[str, Any] = {}
+    if grace_period is not None and grace_period >= 0:
+        options["gracePeriodSeconds"] = grace_period
+    if pod.metadata and pod.metadata.uid:
+        options["preconditions"] = {"uid": pod.metadata.uid}
+    return options
 
 
 def eviction_version_in(core_discovery: Mapping[str, Any]) -> str | None:

@@ -256,6 +256,7 @@ _SHOUTRRR: dict[str, _Translator] = {
     "generic+http": lambda a, path, q: _generic(a, path, q, tls=False),
     "teams": _teams,
 }
+SHOUTRRR_SCHEMES = frozenset(_SHOUTRRR)
 
 
 def translate_notify_url(url: str) -> Translated:

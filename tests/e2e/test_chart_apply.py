@@ -125,6 +125,7 @@ KURED_NEEDS = [
     ("list", "pods", "", "", ""),
     ("watch", "pods", "", "", ""),
     ("create", "pods/eviction", "default", "web-1", ""),
+    ("delete", "pods", "default", "web-1", ""),  # only a pod left disrupted (kured.drain)
     ("watch", "poddisruptionbudgets", "default", "", "policy"),
     ("create", "events", "default", "", ""),
     ("patch", "events", "default", "", ""),
@@ -132,8 +133,8 @@ KURED_NEEDS = [
 KURED_MUST_NOT = [
     ("delete", "nodes", "", "node-1", ""),
     ("update", "nodes", "", "node-1", ""),
-    ("delete", "pods", "default", "web-1", ""),
     ("update", "poddisruptionbudgets", "default", "web", "policy"),
+    ("update", "poddisruptionbudgets/status", "default", "web", "policy"),
     ("get", "secrets", "NS", "", ""),
     ("update", "daemonsets", "NS", "kube-proxy", "apps"),
     ("delete", "daemonsets", "NS", "DS", "apps"),

@@ -43,7 +43,7 @@ from lightkube.resources.rbac_authorization_v1 import (
 
 from kured.ctl.cli import cli
 from kured.lease import GROUP_LABEL, LOCK_LABEL
-from kured.lock import parse
+from kured.lock import group_annotation, parse
 from kured_testbed.api import wait_until
 from kured_testbed.controlplane import ControlPlane, free_port, kubeconfig_text
 
@@ -312,6 +312,48 @@ async def test_status_multi_lock_shows_holders_that_are_not_nodes(
     )
     assert row(result.stdout, holder)[4] == "held"
     assert row(result.stdout, "manual") == ["manual", "-", "-", "-", "held", *["-"] * 4]
+
+
+async def test_status_shows_every_lock_groups_holders_with_their_real_ttl(
+    control_plane: ControlPlane, setup: Setup
+) -> None:
+    """With --lock-group-label each group's lock is its own annotation, and kuredctl read only
+    the base one; and a holder set by hand with a TTL read as expired, though the daemon
+    never reclaims it."""
+    zoned = await setup.node("a", {"kured.dev/status": agent_status(activity="draining")})
+    other = await setup.node("b", {"kured.dev/status": agent_status(activity="rebooting")})
+    by_hand = '{"nodeID":"manual","TTL":3600000000000}'
+    zone_a, zone_b = group_annotation(LOCK, "zone-a"), group_annotation(LOCK, "Zone_B")
+    ds = await setup.daemonset(
+        {zone_a: go_entry(zoned), zone_b: go_multi(2, go_entry(other), by_hand)}
+    )
+    target = ("-n", setup.namespace, "--ds-name", ds)
+
+    table = await kuredctl(control_plane, *target, "status")
+    assert table.exit_code == 0, table.output
+    header = [line.split(None, 2) for line in table.stdout.splitlines()[1:4]]
+    assert header == [
+        ["Lock:", "free"],
+        ["Lock", "zone-a:", f"held by {zoned} (single-owner format)"],
+        [
+            "Lock",
+            f"{zone_b.removeprefix(LOCK + '-')}:",
+            f"held by {other}, manual (set by hand, not a node, TTL 1h0m0s) "
+            "(2 of 2 slots, multi-owner format)",
+        ],
+    ]
+    assert row(table.stdout, zoned)[4:6] == ["held", "draining"]
+    assert row(table.stdout, other)[4:6] == ["held", "rebooting"]
+    assert row(table.stdout, "manual") == ["manual", "-", "-", "-", "held", *["-"] * 4]
+
+    document = await kuredctl(control_plane, *target, "status", "-o", "json")
+    groups = json.loads(document.stdout)["groupLocks"]
+    assert [(g["annotation"], [h["nodeID"] for h in g["holders"]]) for g in groups] == [
+        (zone_a, [zoned]),
+        (zone_b, [other, "manual"]),
+    ]
+    manual = groups[1]["holders"][1]
+    assert (manual["created"], manual["ttlSeconds"], manual["expired"]) == (None, 3600, False)
 
 
 async def test_status_with_a_custom_lock_annotation(

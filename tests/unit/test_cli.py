@@ -294,11 +294,13 @@ def test_slack_hook_url_converts_with_a_deprecation_warning() -> None:
 def test_notify_url_wins_over_slack_hook_url() -> None:
     parsed = parse_args(
         [
-            '--notify-url="smtp://u:p@host:25/?to=ops@example.com"',
+            '--notify-url="smtp://u:p@host:25/?from=k@example.com&to=ops@example.com"',
             "--slack-hook-url=https://hooks.slack.com/services/A/B/C",
         ]
     )
-    assert parsed.config.notify_urls == ("smtp://u:p@host:25/?to=ops@example.com",)
+    assert parsed.config.notify_urls == (
+        "smtp://u:p@host:25/?from=k@example.com&to=ops@example.com",
+    )
     assert "using --notify-url only" in parsed.warnings[0]
 
 
@@ -347,6 +349,10 @@ def test_python_dash_m_runs_the_cli() -> None:
 DAYS_FORM = "use su,mo,tu,we,th,fr,sa (or sun/sunday…, or 0-6 with 0=Sunday)"
 TIME_FORM = "use 15:04, 15:04:05, 03:04pm, 15, 03pm or 3pm"
 GO_DURATION = "use Go form like 90s, 1h30m, 500ms"
+SELECTOR_FORM = (
+    'use a label selector like "app=web", "tier!=db", "env in (a,b)", "env notin (c)", '
+    '"key" or "!key", joined by commas'
+)
 LABEL_KEY = (
     "use [prefix/]name: a DNS prefix like example.com and a name of up to 63 letters, "
     'digits, "-", "_", "."'
@@ -449,6 +455,46 @@ LABEL_KEY = (
             ["--lock-backend=etcd"],
             '--lock-backend: "etcd" is not a lock backend; use daemonset-annotation or lease',
         ),
+        (
+            ["--ds-name="],
+            '--ds-name: "" is not a DaemonSet name; use up to 253 lower-case letters, digits, '
+            '"-" and ".", starting and ending with a letter or digit',
+        ),
+        (
+            ["--ds-namespace=Bad_NS"],
+            '--ds-namespace: "Bad_NS" is not a namespace name; use up to 63 lower-case letters, '
+            'digits and "-", starting and ending with a letter or digit',
+        ),
+        (
+            ["--blocking-pod-selector=a=b=c"],
+            f"--blocking-pod-selector: \"a=b=c\" is not a label selector (found '=', expected ',' "
+            f"or end of string); {SELECTOR_FORM}",
+        ),
+        (
+            ["--drain-pod-selector=tier in (a b)"],
+            '--drain-pod-selector: "tier in (a b)" is not a label selector '
+            f"(found 'b', expected a value, ',' or ')'); {SELECTOR_FORM}",
+        ),
+        (
+            ["--post-reboot-pod-selector=Bad Key"],
+            "--post-reboot-pod-selector: \"Bad Key\" is not a label selector (found 'Key', "
+            f"expected an operator: =, ==, !=, >, <, in or notin); {SELECTOR_FORM}",
+        ),
+        (
+            ["--notify-url=bogus://x"],
+            "--notify-url: bogus:// is a scheme neither shoutrrr nor apprise knows; use a shoutrrr "
+            "URL (slack, smtp, discord, telegram, gotify, ntfy, rocketchat, generic) or an apprise "
+            "URL (https://appriseit.com/services/)",
+        ),
+        (
+            ["--notify-url=telegram://123:SECRET@telegram"],
+            "--notify-url: malformed telegram:// URL; "
+            "expected telegram://TOKEN@telegram?chats=ID[,ID]",
+        ),
+        (
+            ["--force-reboot=-h"],
+            '--force-reboot: "-h" is not a boolean; use true or false (or the bare flag for true)',
+        ),
         (["--no-such-flag"], "unknown flag --no-such-flag (see kured --help)"),
         (
             ["--force-rebot"],
@@ -484,6 +530,30 @@ def test_bad_env_value_names_the_env_var(
     assert capsys.readouterr().err == (
         "kured: error: --concurrency (from env KURED_CONCURRENCY): "
         "0 is out of range; use 1 or more\n"
+    )
+
+
+def test_blank_env_lines_are_an_unset_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KURED_REBOOT_DAYS", " \n")
+    monkeypatch.setenv("KURED_BLOCKING_POD_SELECTOR", " ")
+    config = parse()
+    assert (config.window.days, config.blocking_pod_selectors) == (frozenset(range(7)), ())
+
+
+def test_no_cluster_config_is_one_line_saying_what_to_set_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    """Not in a cluster, no kubeconfig: the real daemon start, stopped at loading the config."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert run(["--metrics-port=0"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Error" not in err
+    assert err.splitlines()[-1].endswith(
+        'level=fatal msg="Cannot load the cluster config: not in a cluster (no service account '
+        "token in /var/run/secrets/kubernetes.io/serviceaccount) and no kubeconfig at "
+        "~/.kube/config (Configuration file ~/.kube/config not found); set --kubeconfig or "
+        'KUBECONFIG, or run kured in its DaemonSet"'
     )
 
 

@@ -8,17 +8,14 @@ from typing import Any, cast
 
 import pytest
 
-from kured.ctl.model import (
-    AgentStatus,
+from kured.ctl.locks import (
     LockFormat,
-    build_status,
     describe_leases,
     describe_lock,
-    history,
-    rfc3339,
     summarize_leases,
     summarize_lock,
 )
+from kured.ctl.model import AgentStatus, build_status, history, rfc3339
 from kured.kube import DaemonSet, Event, Lease, Node
 from kured.policy import PauseNote, Phase
 
@@ -167,7 +164,7 @@ def test_expired_entry_still_holds_its_slot() -> None:
     assert holder.ttl == timedelta(minutes=30)
     assert holder.unschedulable_before
     assert lock.state_of("n2") == "expired"
-    assert describe_lock(lock) == "held by n2 (expired) (single-owner format)"
+    assert describe_lock(lock) == "held by n2 (TTL 30m0s, expired) (single-owner format)"
 
 
 def test_multi_lock_keeps_max_owners_and_spots_strangers() -> None:
@@ -182,6 +179,48 @@ def test_hand_set_lock() -> None:
     (holder,) = lock.holders
     assert holder.hand_set and not holder.is_node and not holder.expired
     assert describe_lock(lock) == "held by manual (set by hand, not a node) (single-owner format)"
+
+
+def test_hand_set_lock_with_a_ttl_shows_the_ttl_and_has_not_expired() -> None:
+    """No creation time to count the TTL from, and the daemon never reclaims a hand-set
+    entry: it read as expired (kuredctl's answer was not what the daemon does)."""
+    lock = summarize_lock(ANNOTATION, '{"nodeID":"manual","TTL":3600000000000}', NOW, {"n1"})
+    (holder,) = lock.holders
+    assert (holder.hand_set, holder.expired, holder.ttl) == (True, False, timedelta(hours=1))
+    assert lock.state_of("manual") == "held"
+    assert describe_lock(lock) == (
+        "held by manual (set by hand, not a node, TTL 1h0m0s) (single-owner format)"
+    )
+
+
+def test_status_shows_every_lock_groups_holders() -> None:
+    """--lock-group-label keeps one annotation per group (<annotation>-<group>); only the
+    base one was read, so group holders showed as holding nothing."""
+    zone_a = MULTI.replace('"gone"', '"n3"')
+    ds = daemonset(
+        {
+            f"{ANNOTATION}-zone-b": SINGLE_EXPIRED,
+            f"{ANNOTATION}-zone-a": zone_a,
+            "weave.works/kured-node-locked": SINGLE,  # another key, not a group of ours
+        }
+    )
+    nodes = [node("n1"), node("n2"), node("n3"), node("n4")]
+    report = build_status(ds, nodes, ANNOTATION, NOW)
+    assert report.lock.holders == ()
+    assert [(g.group, g.annotation) for g in report.group_locks] == [
+        ("zone-a", f"{ANNOTATION}-zone-a"),
+        ("zone-b", f"{ANNOTATION}-zone-b"),
+    ]
+    assert [describe_lock(g) for g in report.group_locks] == [
+        "held by n1, n3 (2 of 3 slots, multi-owner format)",
+        "held by n2 (TTL 30m0s, expired) (single-owner format)",
+    ]
+    assert [(row.name, row.lock) for row in report.nodes] == [
+        ("n1", "held"),
+        ("n2", "expired"),
+        ("n3", "held"),
+        ("n4", ""),
+    ]
 
 
 def test_unknown_node_list_calls_no_holder_a_stranger() -> None:

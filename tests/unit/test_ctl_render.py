@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
-from kured.ctl.model import (
-    AgentStatus,
-    HistoryEntry,
-    Holder,
-    LeaseSummary,
-    LockFormat,
-    LockSummary,
-    NodeRow,
-    StatusReport,
-)
+from kured.ctl.locks import Holder, LeaseSummary, LockFormat, LockSummary
+from kured.ctl.model import AgentStatus, HistoryEntry, NodeRow, StatusReport
 from kured.ctl.render import (
     history_json,
     history_text,
@@ -76,7 +69,7 @@ def test_yes_no() -> None:
 def test_status_text() -> None:
     assert status_text(REPORT).splitlines() == [
         "DaemonSet:   kube-system/kured",
-        "Lock:        held by n2, manual (set by hand, not a node)"
+        "Lock:        held by n2 (TTL 30m0s), manual (set by hand, not a node)"
         " (2 of 2 slots, multi-owner format)",
         "Paused:      yes, by alice at 2026-11-22T03:00:00Z: freeze",
         "",
@@ -102,6 +95,32 @@ def test_status_text_when_nothing_is_paused_or_held() -> None:
         "Lock:        free",
         "Paused:      no",
     ]
+
+
+GROUP_LOCK = LockSummary(
+    annotation="weave.works/kured-node-lock-zone-a",
+    format=LockFormat.SINGLE,
+    slots=1,
+    holders=(Holder("n1", CREATED, timedelta(0), False, True, False),),
+    group="zone-a",
+)
+
+
+def test_status_text_and_json_show_every_group_lock() -> None:
+    report = StatusReport("ops", "kured", LockSummary("k", LockFormat.NONE, 1), None, ())
+    grouped = dataclasses.replace(report, group_locks=(GROUP_LOCK,))
+    assert status_text(grouped).splitlines()[:4] == [
+        "DaemonSet:     ops/kured",
+        "Lock:          free",
+        "Lock zone-a:   held by n1 (single-owner format)",
+        "Paused:        no",
+    ]
+    document = json.loads(status_json(grouped))
+    assert [(g["group"], g["annotation"], g["format"]) for g in document["groupLocks"]] == [
+        ("zone-a", "weave.works/kured-node-lock-zone-a", "single")
+    ]
+    assert [h["nodeID"] for h in document["groupLocks"][0]["holders"]] == ["n1"]
+    assert json.loads(status_json(report))["groupLocks"] == []
 
 
 def test_status_json_document() -> None:

@@ -4,13 +4,14 @@ version read from discovery (kured.kube.eviction_version_in)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod
 
-from kured.drain import has_room_for, selects
+from kured.drain import has_room_for, left_disrupted, selects
 from kured.kube import eviction_version_in
 
 WEB = {"app": "web", "tier": "front"}
@@ -75,3 +76,30 @@ def test_the_eviction_version_is_read_from_core_discovery(
     entry: dict[str, str], version: str | None
 ) -> None:
     assert eviction_version_in({"resources": [{"name": "pods"}, entry]}) == version
+
+
+CREATED = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
+
+
+def _web_pod() -> Pod:
+    return Pod(metadata=ObjectMeta(name="web-1", labels=WEB, creationTimestamp=CREATED))
+
+
+@pytest.mark.parametrize(
+    ("selector", "disrupted", "left"),
+    [
+        ({"matchLabels": {"app": "web"}}, {"web-1": "2026-12-03T12:00:05Z"}, True),
+        ({"matchLabels": {"app": "web"}}, {"web-1": "2026-12-03T12:00:00Z"}, True),
+        ({"matchLabels": {"app": "web"}}, {"web-2": "2026-12-03T12:00:05Z"}, False),
+        # recorded before this pod existed: an earlier pod of the same name (StatefulSet)
+        ({"matchLabels": {"app": "web"}}, {"web-1": "2026-12-03T11:59:59Z"}, False),
+        # listed by a budget that does not cover the pod
+        ({"matchLabels": {"app": "db"}}, {"web-1": "2026-12-03T12:00:05Z"}, False),
+        ({"matchLabels": {"app": "web"}}, None, False),
+    ],
+)
+def test_a_pod_is_left_disrupted_when_its_budget_lists_this_very_pod(
+    selector: dict[str, Any], disrupted: dict[str, str] | None, left: bool
+) -> None:
+    budget = {"spec": {"selector": selector}, "status": {"disruptedPods": disrupted}}
+    assert left_disrupted(budget, _web_pod()) is left

@@ -19,19 +19,15 @@ from datetime import UTC, datetime, timedelta
 import httpx2
 from lightkube import ConfigError
 
-from kured.ctl.model import (
-    KURED_EVENTS,
-    HistoryEntry,
+from kured.ctl.locks import (
     LeaseSummary,
     LockSummary,
-    StatusReport,
-    build_status,
     describe_leases,
     describe_lock,
-    history,
     summarize_leases,
     summarize_lock,
 )
+from kured.ctl.model import KURED_EVENTS, HistoryEntry, StatusReport, build_status, history
 from kured.facts import annotations_of
 from kured.kube import ApiError, Conflict, DaemonSet, Kube, Lease, load_config
 from kured.lease import LOCK_LABEL, release_leases

@@ -14,18 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from kured.ctl.model import (
-    AgentStatus,
-    HistoryEntry,
-    Holder,
-    LeaseSummary,
-    LockSummary,
-    NodeRow,
-    StatusReport,
-    describe_leases,
-    describe_lock,
-    rfc3339,
-)
+from kured.ctl.locks import Holder, LeaseSummary, LockSummary, describe_leases, describe_lock
+from kured.ctl.model import AgentStatus, HistoryEntry, NodeRow, StatusReport, rfc3339
 from kured.lock import format_go_time
 from kured.policy import PauseNote
 
@@ -78,9 +68,10 @@ def to_json(document: dict[str, Any]) -> str:
 def status_text(report: StatusReport) -> str:
     paused = f"yes, {report.paused.describe()}" if report.paused else "no"
     leases = [("Leases:", describe_leases(report.leases))] if report.leases else []
+    groups = [(f"Lock {lock.group}:", describe_lock(lock)) for lock in report.group_locks]
     header = table(
         ("DaemonSet:", f"{report.namespace}/{report.name}"),
-        [("Lock:", describe_lock(report.lock)), *leases, ("Paused:", paused)],
+        [("Lock:", describe_lock(report.lock)), *groups, *leases, ("Paused:", paused)],
     )
     return f"{header}\n\n{table(STATUS_COLUMNS, [_status_cells(row) for row in report.nodes])}"
 
@@ -112,6 +103,9 @@ def status_json(report: StatusReport) -> str:
             "daemonSet": {"namespace": report.namespace, "name": report.name},
             "paused": _pause_json(report.paused),
             "lock": _lock_json(report.lock),
+            "groupLocks": [
+                {"group": lock.group, **_lock_json(lock)} for lock in report.group_locks
+            ],
             "leases": _leases_json(report.leases),
             "nodes": [_node_json(row) for row in report.nodes],
         }
