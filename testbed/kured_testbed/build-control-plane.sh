@@ -9,11 +9,14 @@ set -euo pipefail
 
 cache_root="${KURED_SANDBOX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kured-sandbox}"
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+# What a cached build must have been made by; raise it when the recipe below changes, so every
+# cache rebuilds once. 2: the five binaries, pause.c, and reflect2 1.0.2 (see below).
+recipe=2
 log() { printf 'build-control-plane: %s\n' "$*" >&2; }
 
 have_all() {
   for b in "${binaries[@]}"; do [ -x "$1/$b" ] || return 1; done
-  [ -f "$1/pause.c" ]
+  [ -f "$1/pause.c" ] && [ "$(cat "$1/RECIPE" 2>/dev/null)" = "$recipe" ]
 }
 
 # Fast path: any cached build is enough (the version is part of the directory name).
@@ -37,7 +40,8 @@ fi
 log "apt-get update"
 apt-get update -qq >&2
 log "installing etcd-server golang-go rsync dpkg-dev"
-apt-get install -y -qq --no-install-recommends etcd-server golang-go rsync dpkg-dev make >&2
+apt-get install -y -qq --no-install-recommends etcd-server golang-go rsync dpkg-dev make \
+  golang-github-modern-go-reflect2-dev >&2
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kured-k8s-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -49,6 +53,13 @@ version=${orig#kubernetes_}; version=${version%.orig.tar.*}
 mkdir src && tar -xf "$orig" -C src --strip-components=1
 cd src
 mkdir -p .go/src/k8s.io && ln -s ../../.. .go/src/k8s.io/kubernetes
+# The vendored reflect2 1.0.1 predates Go 1.18's map internals: built with Debian's Go 1.19,
+# kube-apiserver dies of SIGSEGV when it stores a custom resource (a ServiceMonitor, say).
+# Debian's 1.0.2 is the release that fixed it; same API, so vendor/modules.txt stays valid.
+reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+rm -rf vendor/github.com/modern-go/reflect2
+mkdir vendor/github.com/modern-go/reflect2
+cp "$reflect2"/*.go "$reflect2"/*.s vendor/github.com/modern-go/reflect2/
 log "building ${binaries[*]} ($version); about 8 minutes on 2 cores"
 GOPATH=$PWD/.go CGO_ENABLED=0 \
   make WHAT="${binaries[*]/#/cmd/}" >&2
@@ -56,6 +67,7 @@ out="$cache_root/bin-$version"
 mkdir -p "$out.tmp"
 for b in "${binaries[@]}"; do cp "_output/bin/$b" "$out.tmp/"; done
 cp build/pause/linux/pause.c "$out.tmp/"
+echo "$recipe" > "$out.tmp/RECIPE"
 rm -rf "$out"; mv "$out.tmp" "$out"
 log "cached in $out"
 echo "$out"

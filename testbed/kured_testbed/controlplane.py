@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -41,6 +42,7 @@ log = logging.getLogger("kured_testbed")
 
 BUILD_SCRIPT = Path(__file__).with_name("build-control-plane.sh")
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+NODE_BINARIES = ("kubelet", "kube-proxy")  # the lab's real nodes
 # Start order; `down` stops in reverse.
 COMPONENTS = ("etcd", *KUBE_BINARIES)
 ADMIN_USER = "sandbox-admin"
@@ -79,11 +81,23 @@ def cache_root() -> Path:
 
 
 def cached_binaries() -> Path | None:
-    """A cached build (bin-<version>) holding all three binaries, if there is one."""
+    """A cached build (bin-<version>) of build-control-plane.sh's current recipe, if any."""
+    recipe = re.search(r"^recipe=(\S+)$", BUILD_SCRIPT.read_text(), re.MULTILINE)
     for candidate in sorted(cache_root().glob("bin-*")):
-        if all(os.access(candidate / name, os.X_OK) for name in KUBE_BINARIES):
+        if (
+            all(os.access(candidate / name, os.X_OK) for name in (*KUBE_BINARIES, *NODE_BINARIES))
+            and recipe is not None
+            and _read(candidate / "RECIPE") == recipe[1]
+        ):
             return candidate
     return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def ensure_binaries(build_log: Path) -> Path:

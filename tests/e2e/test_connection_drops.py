@@ -36,7 +36,7 @@ NODE = "cut-proxy-node"
 NOTIFY_SECRET = "n0tify5ecretXYZ"
 SLACK_SECRET = "sl4ckHookSecretQRS"
 SECRET_FLAGS = [
-    f"--notify-url=generic+json://kured:{NOTIFY_SECRET}@127.0.0.1:9/hook",
+    f"--notify-url=generic+http://kured:{NOTIFY_SECRET}@127.0.0.1:9/hook",
     f"--slack-hook-url=https://hooks.slack.com/services/T000/B000/{SLACK_SECRET}",
 ]
 
