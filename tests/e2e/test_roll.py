@@ -400,6 +400,30 @@ async def test_a_node_waiting_for_the_lock_wakes_only_when_a_slot_frees(
     await wait_until(acquired, what=f"{waiting} taking the freed slot", within=10)  # period: 1m
 
 
+async def test_a_node_blocked_by_its_pods_sleeps_through_lock_changes(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    """Every lock change woke every blocked node (pods, alerts, a pause) to ask its blockers
+    again, although no lock change can lift those blocks: N wake-ups per hand-off."""
+    rolled = await fleet(1)
+    blocking = "--blocking-pod-selector=role=precious"
+    await rolled.run_kured(
+        [*HOSTS_STAY_UP, blocking], manifests=default_manifests(), as_serviceaccount=True
+    )
+    [node] = rolled.nodes
+    await precious_pod(kube, rolled, node)
+    rolled.trigger(node)
+
+    async def evaluations() -> int:
+        return kured_log(rolled, node).count("Reboot blocked:")
+
+    await wait_until(evaluations, what=f"{node} blocked by its pod", within=30)
+    await asyncio.sleep(2)  # a change during the first evaluation rightly wakes it once more
+    before = await evaluations()
+    await move_another_lock(kube, rolled)
+    assert await evaluations() == before
+
+
 # Daemons whose hosts ignore the reboot (SIGCHLD to the init stand-in), so a node that
 # commanded its reboot keeps its slot; and a period long enough not to wake them meanwhile.
 HOSTS_STAY_UP = ["--period=1m", "--reboot-method=signal", f"--reboot-signal={signal.SIGCHLD}"]

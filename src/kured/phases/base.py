@@ -147,6 +147,7 @@ class AgentBase:
         self._status: dict[str, Any] = {}  # what kured.dev/status says (as last read or written)
         self._status_changed = False
         self._block_kind = ""  # which blocker said no in the last observation
+        self._last_block = ""  # what blocked the last decision (the blocked metric's kind)
         self._wanting_since: float | None = None  # when the node started waiting for the lock
         self._blocked_since: float | None = None  # when blockers started saying no
         self._blocked_told = False  # --notify-blocked-after has been sent for this block

@@ -210,6 +210,7 @@ class WaitPhase(LockPhase):
         if decision.step is Step.BLOCKED:
             kind = "pause" if obs.paused else self._block_kind
         self._metrics.set_blocked(kind)
+        self._last_block = kind  # for the wake-up filter, beside _last_step
         wanting = decision.step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK)
         if not wanting:
             self._wanting_since = None

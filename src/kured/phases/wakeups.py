@@ -9,6 +9,7 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
+from enum import StrEnum
 from typing import TypeVar
 
 from kured.facts import (
@@ -34,6 +35,37 @@ WATCH_RETRY_MAX_SECONDS = 30.0
 LOCK_BLIND = frozenset({Step.NOTHING, Step.LOOP_GUARD, Step.DRY_RUN, Step.REBOOT})
 # Steps after which only a change that frees a slot is news.
 WANTS_A_SLOT = frozenset({Step.WAIT_FOR_LOCK, Step.ACQUIRE_LOCK})
+# What blocked a node (the blocked metric's kind) that a lock change can lift: a release in
+# any group may bring the fleet back under --max-unavailable. A pause is lifted only by a
+# change of the pause itself; pods, alerts and queries by nothing the lock watch sees.
+LIFTED_BY_LOCK_CHANGES = frozenset({"max-unavailable"})
+
+
+class Wake(StrEnum):
+    """What a lock change means to an agent."""
+
+    NO = "no"  # no news after the last step
+    NOW = "now"  # evaluate at once
+    SPREAD = "spread"  # a slot freed: evaluate after a random part of the spread
+    CANCEL = "cancel"  # every slot is taken again: a pending spread wake-up is moot
+
+
+def lock_news(step: Step | None, blocked: str, change: LockChange) -> Wake:
+    """What ``change`` means after the last decision's ``step`` (None: still deciding) and,
+    for :data:`Step.BLOCKED`, the ``blocked`` kind ("pause", "max-unavailable", "pods", ...).
+
+    Pure, so that the promise is checked over every case (tests/unit/test_agent_wake.py):
+    a change that could let the node act after its last decision always wakes it.
+    """
+    if step is None:
+        return Wake.NOW
+    if step in LOCK_BLIND:
+        return Wake.NO
+    if step in WANTS_A_SLOT:
+        return Wake.SPREAD if change.slot_free else Wake.CANCEL
+    if step is Step.BLOCKED and blocked not in LIFTED_BY_LOCK_CHANGES:
+        return Wake.NOW if blocked == "pause" and change.pause_changed else Wake.NO
+    return Wake.NOW
 
 
 class Wakeups(AgentBase):
@@ -99,16 +131,14 @@ class Wakeups(AgentBase):
         waiters wakes about spread/W after the slot freed and takes it, and the others, told
         by the watch that every slot is taken again before their turn, do not wake at all.
         """
-        step = self._last_step
-        if step in LOCK_BLIND:
-            return
-        if step not in WANTS_A_SLOT:
+        news = lock_news(self._last_step, self._last_block, change)
+        if news is Wake.NOW:
             self._wake.set()
-        elif not change.slot_free:
+        elif news is Wake.CANCEL:
             if self._spread_wake:
                 self._spread_wake.cancel()
             self._spread_wake = None
-        elif self._spread_wake is None:
+        elif news is Wake.SPREAD and self._spread_wake is None:
             spread = random.uniform(0, self._slot_spread)
             self._spread_wake = asyncio.get_running_loop().call_later(spread, self._spread_over)
 
