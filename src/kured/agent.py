@@ -76,6 +76,7 @@ class Agent(WaitPhase, DrainPhase, RebootPhase, ResumePhase, Wakeups):
             tasks.create_task(self.lock.keep_alive())
             if not self.config.poll_only:
                 tasks.create_task(self._watch_lock())
+                tasks.create_task(self._watch_holders())
                 tasks.create_task(self._watch_pause("this node", self._watch_own_node))
                 if not isinstance(self.lock, DaemonSetLock):  # its lock watch sees the pause
                     tasks.create_task(self._watch_pause("the DaemonSet", self._watch_daemonset))

@@ -71,6 +71,8 @@ class LockChange:
     # ``kured.dev/paused`` on the DaemonSet changed with it (the annotation backend's watch
     # sees both): news to a paused node, which a hand-off alone does not concern.
     pause_changed: bool = False
+    # Who holds this node's group's slots now (a waiting node hears of their Nodes' deletion).
+    holders: frozenset[str] = frozenset()
 
 
 class LockFormatError(ValueError):
@@ -302,7 +304,9 @@ class DaemonSetLock:
                 paused = annotations.get(PAUSED_ANNOTATION)
                 pause_changed = bool(pause) and pause[0] != paused
                 pause[:] = [paused]
-                yield LockChange(len(view.record.entries) < self._concurrency, pause_changed)
+                holders = frozenset(view.record.holders())
+                free = len(view.record.entries) < self._concurrency
+                yield LockChange(free, pause_changed, holders)
 
     async def acquire(
         self, unschedulable_before: bool, reclaim: frozenset[str] = frozenset()

@@ -26,6 +26,7 @@ from kured.metrics import Health, Metrics
 from kured.need import RebootNeed
 from kured.notify import Details, Notifier
 from kured.policy import (
+    HOLDER_LABEL,
     PROGRESS_ANNOTATION,
     Decision,
     Observation,
@@ -148,6 +149,7 @@ class AgentBase:
         self._status_changed = False
         self._block_kind = ""  # which blocker said no in the last observation
         self._last_block = ""  # what blocked the last decision (the blocked metric's kind)
+        self._lock_holders: frozenset[str] = frozenset()  # as the lock watch last told
         self._wanting_since: float | None = None  # when the node started waiting for the lock
         self._blocked_since: float | None = None  # when blockers started saying no
         self._blocked_told = False  # --notify-blocked-after has been sent for this block
@@ -180,9 +182,15 @@ class AgentBase:
             await self._events.record(seen.node, Reason.UNCORDONED, f"Uncordoned {self.node_id}")
 
     async def _record(self, phase: Phase, unschedulable_before: bool) -> None:
-        """Write the progress record before the effect it announces."""
+        """Write the progress record before the effect it announces, with the holder label
+        (in the same patch: no request of its own) that waiting nodes watch."""
         progress = Progress(phase, self._host.boot_id(), unschedulable_before, now_rfc3339())
-        await self._annotate({PROGRESS_ANNOTATION: progress.to_json()})
+        annotations = {PROGRESS_ANNOTATION: progress.to_json()}
+        meta = {"annotations": annotations, "labels": {HOLDER_LABEL: "true"}}
+        await self._kube.patch_node(self.node_id, {"metadata": meta})
+
+    async def _drop_holder_label(self) -> None:
+        await self._kube.patch_node(self.node_id, {"metadata": {"labels": {HOLDER_LABEL: None}}})
 
     async def _annotate(self, annotations: dict[str, str | None]) -> None:
         await self._kube.patch_node(self.node_id, {"metadata": {"annotations": annotations}})

@@ -83,6 +83,10 @@ class LockPhase(AgentBase):
             log.info("Releasing lock")
             await self.lock.release()
             await self._events.record(seen.node, Reason.LOCK_RELEASED, "Released reboot lock")
+        # After the release (seen.node may predate the label): a waiting node that sees the
+        # label go (a DELETED event of its watch) already knows from the lock that this node
+        # holds no slot, so it does not take it for a deleted holder.
+        await self._drop_holder_label()
         return 0
 
     async def _free_deleted_holders(self, lock: LockView) -> None:

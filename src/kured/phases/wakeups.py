@@ -22,6 +22,7 @@ from kured.phases.base import (
     AgentBase,
 )
 from kured.policy import (
+    HOLDER_LABEL,
     PAUSED_ANNOTATION,
     Step,
 )
@@ -74,6 +75,29 @@ class Wakeups(AgentBase):
     async def _watch_lock(self) -> None:
         """Wake the loop when the lock changes in a way that matters to the last step."""
         await self._follow("the lock", self.lock.changes, self._on_lock_change)
+
+    async def _watch_holders(self) -> None:
+        """Wake a waiting node when a holder's Node is deleted: its slot may be taken at once
+        (:func:`kured.policy.reclaim_reason`), but the lock itself does not change.
+
+        One watch per agent of the Nodes labelled :data:`HOLDER_LABEL` (the few that hold a
+        slot), not of every Node: the API server sends each agent only the holders' changes
+        (a few dozen per hand-off), where a watch of all Nodes would send it every Node's
+        status updates, N × N for the fleet."""
+
+        async def holder_nodes() -> AsyncIterator[tuple[str, Node]]:
+            async for change in self._kube.watch_nodes({HOLDER_LABEL: "true"}):
+                yield change
+
+        await self._follow("the lock holders' Nodes", holder_nodes, self._on_holder_node)
+
+    def _on_holder_node(self, change: tuple[str, Node]) -> None:
+        """A holder's Node gone (or its label: then the lock no longer lists it) is news
+        as a freed slot is."""
+        event, node = change
+        name = node.metadata.name if node.metadata else None
+        if event == "DELETED" and name in self._lock_holders:
+            self._act_on(lock_news(self._last_step, self._last_block, LockChange(slot_free=True)))
 
     async def _watch_pause(
         self, what: str, objects: Callable[[], AsyncIterator[Node | DaemonSet]]
@@ -131,7 +155,10 @@ class Wakeups(AgentBase):
         waiters wakes about spread/W after the slot freed and takes it, and the others, told
         by the watch that every slot is taken again before their turn, do not wake at all.
         """
-        news = lock_news(self._last_step, self._last_block, change)
+        self._lock_holders = change.holders
+        self._act_on(lock_news(self._last_step, self._last_block, change))
+
+    def _act_on(self, news: Wake) -> None:
         if news is Wake.NOW:
             self._wake.set()
         elif news is Wake.CANCEL:
