@@ -151,8 +151,6 @@ class AgentBase:
         self._last_block = ""  # what blocked the last decision (the blocked metric's kind)
         self._lock_holders: frozenset[str] = frozenset()  # as the lock watch last told
         self._wanting_since: float | None = None  # when the node started waiting for the lock
-        self._blocked_since: float | None = None  # when blockers started saying no
-        self._blocked_told = False  # --notify-blocked-after has been sent for this block
         self._dry_run_told = ""  # the last --dry-run plan notified (sent again when it changes)
         self._gate_told = False  # the gate timeout has been announced (once per timeout)
         self.lock = make_lock(config, kube)

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from kured.alerts import PrometheusQueryError, instant_query
 from kured.blockers import first_block
@@ -26,6 +27,7 @@ from kured.need import RebootNeed, assess, sentinel_source
 from kured.phases.base import (
     Seen,
     compact_json,
+    now_rfc3339,
     slot_spread,
 )
 from kured.phases.locking import LockPhase
@@ -64,6 +66,16 @@ def activity(decision: Decision, obs: Observation) -> str:
     if decision.step is Step.BLOCKED and obs.paused:
         return "paused"
     return ACTIVITY.get(decision.step, "idle")
+
+
+def block_record(decision: Decision, obs: Observation, old: dict[str, Any]) -> dict[str, Any]:
+    """While blockers say no (a pause is no blocker): since when, and whether
+    ``--notify-blocked-after`` was told, carried over from the status last written. Kept
+    in the cluster, so a restarted pod neither starts the wait again nor tells twice."""
+    if decision.step is not Step.BLOCKED or obs.paused:
+        return {}
+    told = {"blockedTold": True} if old.get("blockedTold") else {}
+    return {"blockedSince": old.get("blockedSince") or now_rfc3339(), **told}
 
 
 class WaitPhase(LockPhase):
@@ -168,14 +180,16 @@ class WaitPhase(LockPhase):
         """``--notify-blocked-after``: one message once blockers have said no that long;
         until then, come back when it is due rather than a whole period later."""
         after = self.config.notify_blocked_after.total_seconds()
-        if not after or self._blocked_since is None or self._blocked_told:
+        since = str(self._status.get("blockedSince", ""))
+        if not after or not since or self._status.get("blockedTold"):
             return self._period()
-        lasted = time.monotonic() - self._blocked_since
-        if lasted < after:
-            return min(self._period(), after - lasted)
-        self._blocked_told = True
-        details = self._details(seen, decision.reason, timedelta(seconds=lasted))
-        await self._notify("blocked", self.node_id, details)
+        lasted = age(since, datetime.now(UTC))
+        if lasted.total_seconds() < after:
+            return min(self._period(), after - lasted.total_seconds())
+        await self._notify("blocked", self.node_id, self._details(seen, decision.reason, lasted))
+        # Recorded after the message went: a restart in between tells twice, never not at all.
+        self._status = self._status | {"blockedTold": True}
+        await self._annotate({STATUS_ANNOTATION: compact_json(self._status)})
         return self._period()
 
     async def _publish_status(self, decision: Decision, seen: Seen) -> None:
@@ -188,6 +202,7 @@ class WaitPhase(LockPhase):
             "blockedBy": decision.reason if decision.step is Step.BLOCKED else "",
             "activity": activity(decision, obs),
             "lastReboot": old.get("lastReboot", ""),
+            **block_record(decision, obs, old),
         }
         self._status = new
         self._status_changed = new != old
@@ -217,7 +232,3 @@ class WaitPhase(LockPhase):
         elif self._wanting_since is None:
             self._wanting_since = time.monotonic()
         self._gate_told &= decision.step is Step.GATE_TIMEOUT
-        if decision.step is not Step.BLOCKED or obs.paused:  # a pause is no blocker
-            self._blocked_since, self._blocked_told = None, False
-        elif self._blocked_since is None:
-            self._blocked_since = time.monotonic()
