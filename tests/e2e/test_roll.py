@@ -483,6 +483,44 @@ async def test_each_zone_gets_its_own_slots(
     assert seen.ever_cordoned == set(rolled.nodes)
 
 
+async def test_a_node_moved_to_another_zone_takes_that_zone_s_lock(
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
+) -> None:
+    """The --lock-group-label value was read once, at start: a node relabelled into
+    another zone went on taking its old zone's lock until its pod restarted, and went down
+    beside the new zone's holder."""
+    rolled = await fleet(2)
+    grouped = [*HOSTS_STAY_UP, f"--lock-group-label={ZONE_LABEL}", lock_backend]
+    await rolled.run_kured(grouped, manifests=default_manifests(), as_serviceaccount=True)
+    holder, moved = rolled.nodes
+    zone = await zone_of(kube, holder)
+    assert await zone_of(kube, moved) != zone
+    rolled.trigger(holder)
+
+    async def commanded() -> bool:
+        return "Commanding reboot" in kured_log(rolled, holder)
+
+    await wait_until(commanded, what=f"{holder} rebooting with its zone's lock", within=30)
+    await kube.patch(Node, moved, {"metadata": {"labels": {ZONE_LABEL: zone}}})
+
+    async def joined() -> bool:
+        return f"Lock group: {ZONE_LABEL}={zone}" in kured_log(rolled, moved)
+
+    await wait_until(joined, what=f"{moved} in {zone}", within=20)  # its period: a minute
+    rolled.trigger(moved)
+
+    async def waits() -> bool:
+        return f"Lock already held: {holder}" in kured_log(rolled, moved)
+
+    await wait_until(waits, what=f"{moved} waiting for {holder}", within=30)
+    assert "Acquired reboot lock" not in kured_log(rolled, moved)
+
+
+async def zone_of(kube: AsyncClient, node: str) -> str:
+    found = await kube.get(Node, node)
+    return str(((found.metadata.labels if found.metadata else None) or {}).get(ZONE_LABEL, ""))
+
+
 async def test_max_unavailable_caps_every_zone_together(
     fleet: FleetFactory, kube: AsyncClient, lock_backend: str
 ) -> None:

@@ -154,6 +154,8 @@ class AgentBase:
         self._dry_run_told = ""  # the last --dry-run plan notified (sent again when it changes)
         self._gate_told = False  # the gate timeout has been announced (once per timeout)
         self.lock = make_lock(config, kube)
+        self._lock_group = ""  # the --lock-group-label value self.lock is for
+        self._group_seen = ""  # that label's value as the node watch last saw it
         self._drainer = Drainer(kube, DrainOptions.from_config(config))
         # When this agent first saw each lock holder in its present state (monotonic clock).
         self._holders_seen: dict[tuple[object, ...], float] = {}

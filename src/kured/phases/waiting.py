@@ -88,6 +88,8 @@ class WaitPhase(LockPhase):
             return None
         ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
         self._slot_spread = slot_spread(ds)
+        progress = Progress.from_json(annotations_of(node).get(PROGRESS_ANNOTATION))
+        await self._follow_lock_group(node, ds, progress)
         lock = await self.lock.snapshot(ds)
         if lock.unreadable:
             log.error("Lock annotation is unreadable: %s", lock.unreadable)
@@ -97,7 +99,6 @@ class WaitPhase(LockPhase):
         need = self._assess(self._last_sentinel, now)
         self._metrics.set_reboot_required(need.required)
         self._metrics.set_reboot_reason(need.kind)
-        progress = Progress.from_json(annotations_of(node).get(PROGRESS_ANNOTATION))
         entry = lock.record.entry_of(self.node_id)
         stale = await self._stale_holders(lock, now) if entry is None else {}
         taken = len(lock.record.entries) - len(stale)

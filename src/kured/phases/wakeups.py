@@ -18,9 +18,7 @@ from kured.facts import (
 from kured.filewatch import FileWatch
 from kured.kube import ApiError, DaemonSet, Node
 from kured.lock import LockChange
-from kured.phases.base import (
-    AgentBase,
-)
+from kured.phases.locking import LockPhase
 from kured.policy import (
     HOLDER_LABEL,
     PAUSED_ANNOTATION,
@@ -69,7 +67,7 @@ def lock_news(step: Step | None, blocked: str, change: LockChange) -> Wake:
     return Wake.NOW
 
 
-class Wakeups(AgentBase):
+class Wakeups(LockPhase):
     """The watches that wake the agent's loop."""
 
     async def _watch_lock(self) -> None:
@@ -115,7 +113,15 @@ class Wakeups(AgentBase):
         await self._follow(what, objects, on_change)
 
     async def _watch_own_node(self) -> AsyncIterator[Node]:
+        """This node's changes, for its pause; the same watch wakes the loop when the
+        ``--lock-group-label`` label moves the node to another group (once per move, and
+        not while the host goes down: see :meth:`_follow_lock_group`)."""
         async for _event, node in self._kube.watch_node(self.node_id):
+            group = self._group_of(node)
+            if group != self._group_seen and self._last_step is not Step.REBOOT:
+                self._group_seen = group
+                if group != self._lock_group:
+                    self._wake.set()
             yield node
 
     async def _watch_daemonset(self) -> AsyncIterator[DaemonSet]:
