@@ -59,7 +59,7 @@ def test_waiting_nodes_spread_their_wake_ups_more_in_a_bigger_fleet(
 
 # Steps that do something (the others wait, or say why not).
 PASSIVE = frozenset({Step.NOTHING, Step.BLOCKED, Step.WAIT_FOR_LOCK, Step.LOOP_GUARD, Step.DRY_RUN})
-BLOCK_KINDS = ("pods", "prometheus", "query", "max-unavailable")
+BLOCK_KINDS = ("pods", "prometheus", "query", "max-unavailable", "a-kind-yet-to-come")
 
 
 def block_kind(obs: Observation, blocker: str) -> str:
@@ -73,7 +73,7 @@ def after(obs: Observation, kind: str, change: LockChange) -> list[Observation]:
     one; the pause may differ only if it changed; a --max-unavailable block may be lifted
     or come back, other blocks stay."""
     pauses = ["", "resumed elsewhere"] if change.pause_changed else [obs.paused]
-    lifted = kind == "max-unavailable"  # it counts every group's holders
+    lifted = kind not in ("pods", "prometheus", "query")  # as far as the test knows
     blocks = ["", "max-unavailable 1: 1 of 2 nodes down"] if lifted else [obs.blocked_by]
     return [
         replace(
@@ -124,3 +124,9 @@ def test_a_node_blocked_by_its_pods_or_alerts_sleeps_through_hand_offs(kind: str
 def test_a_paused_node_wakes_only_when_the_pause_changes() -> None:
     assert lock_news(Step.BLOCKED, "pause", LockChange(True)) is Wake.NO
     assert lock_news(Step.BLOCKED, "pause", LockChange(False, pause_changed=True)) is Wake.NOW
+
+
+@pytest.mark.parametrize("kind", ["max-unavailable", "a-kind-yet-to-come"])
+def test_a_block_a_release_may_lift_wakes_on_every_lock_change(kind: str) -> None:
+    for change in (LockChange(True), LockChange(False)):
+        assert lock_news(Step.BLOCKED, kind, change) is Wake.NOW

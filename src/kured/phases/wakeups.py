@@ -34,10 +34,10 @@ WATCH_RETRY_MAX_SECONDS = 30.0
 LOCK_BLIND = frozenset({Step.NOTHING, Step.LOOP_GUARD, Step.DRY_RUN, Step.REBOOT})
 # Steps after which only a change that frees a slot is news.
 WANTS_A_SLOT = frozenset({Step.WAIT_FOR_LOCK, Step.ACQUIRE_LOCK})
-# What blocked a node (the blocked metric's kind) that a lock change can lift: a release in
-# any group may bring the fleet back under --max-unavailable. A pause is lifted only by a
-# change of the pause itself; pods, alerts and queries by nothing the lock watch sees.
-LIFTED_BY_LOCK_CHANGES = frozenset({"max-unavailable"})
+# Blocks (the blocked metric's kinds) that no lock change can lift: pods, alerts, queries.
+# A pause is lifted only by a change of the pause itself; any other block (--max-unavailable,
+# which counts every group's holders) may be lifted by a release, so it wakes.
+BEYOND_THE_LOCK = frozenset({"pods", "prometheus", "query"})
 
 
 class Wake(StrEnum):
@@ -62,8 +62,10 @@ def lock_news(step: Step | None, blocked: str, change: LockChange) -> Wake:
         return Wake.NO
     if step in WANTS_A_SLOT:
         return Wake.SPREAD if change.slot_free else Wake.CANCEL
-    if step is Step.BLOCKED and blocked not in LIFTED_BY_LOCK_CHANGES:
-        return Wake.NOW if blocked == "pause" and change.pause_changed else Wake.NO
+    if step is Step.BLOCKED and blocked == "pause":
+        return Wake.NOW if change.pause_changed else Wake.NO
+    if step is Step.BLOCKED and blocked in BEYOND_THE_LOCK:
+        return Wake.NO
     return Wake.NOW
 
 
