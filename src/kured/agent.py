@@ -9,8 +9,12 @@ Waiting is event-driven: a watch on the lock's DaemonSet wakes the agent as
 soon as a slot frees up (a node waiting for one after a random spread, so that a
 hundred waiting nodes do not all race for it), and inotify on the sentinel's
 directory (a cheap stat every few seconds where inotify is unavailable) notices a
-new reboot requirement at once. A lock change wakes only an agent it matters to:
-not an idle one, nor one whose host is going down. ``--period`` stays the longest
+new reboot requirement at once. A lock change wakes only an agent it matters to
+(:func:`kured.phases.wakeups.lock_news`): not an idle one, nor one whose host is going
+down, nor one blocked by pods, alerts or queries (a paused one: only a change of the
+pause). A watch of the Nodes labelled as lock holders wakes the waiting nodes when a
+holder's Node is deleted; the watch of the agent's own Node follows its pause and its
+``--lock-group-label`` group. ``--period`` stays the longest
 time between two full evaluations (and the only clock when watches are not allowed).
 """
 
@@ -31,7 +35,6 @@ from kured.metrics import Health, Metrics, MetricsServer
 from kured.notify import Notifier
 from kured.phases.base import (
     Seen,
-    make_lock,
 )
 from kured.phases.draining import DrainPhase
 from kured.phases.rebooting import RebootPhase
@@ -73,9 +76,9 @@ class Agent(WaitPhase, DrainPhase, RebootPhase, ResumePhase, Wakeups):
         """Forever: decide, act, wait as long as the step allows."""
         await self._join_lock_group()
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.lock.keep_alive())
+            lock, lock_tasks = self.lock, self._follow_lock(tasks)
             if not self.config.poll_only:
-                tasks.create_task(self._watch_lock())
+                tasks.create_task(self._watch_holders())
                 tasks.create_task(self._watch_pause("this node", self._watch_own_node))
                 if not isinstance(self.lock, DaemonSetLock):  # its lock watch sees the pause
                     tasks.create_task(self._watch_pause("the DaemonSet", self._watch_daemonset))
@@ -98,20 +101,29 @@ class Agent(WaitPhase, DrainPhase, RebootPhase, ResumePhase, Wakeups):
                     )
                     self._metrics.errors.inc()
                     pause = ERROR_RETRY_SECONDS
+                if self.lock is not lock:  # the node moved to another lock group
+                    for task in lock_tasks:
+                        task.cancel()
+                    lock, lock_tasks = self.lock, self._follow_lock(tasks)
                 if pause:
                     await self._sleep(pause)
 
+    def _follow_lock(self, tasks: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Keep this node's lock alive (Lease renewals) and watch it."""
+        started = [tasks.create_task(self.lock.keep_alive())]
+        if not self.config.poll_only:
+            started.append(tasks.create_task(self._watch_lock()))
+        return started
+
     async def _join_lock_group(self) -> None:
-        """``--lock-group-label``: the node's label value picks its lock (read once, at start)."""
-        label = self.config.lock_group_label
-        if not label:
+        """``--lock-group-label``: the node's label value picks its lock (at start; later
+        changes are followed by :meth:`_follow_lock_group`)."""
+        if not self.config.lock_group_label:
             return
         while (node := await self._kube.get_node(self.node_id)) is None:
             log.error("Node %s not found; waiting for it to be registered", self.node_id)
             await asyncio.sleep(ERROR_RETRY_SECONDS)
-        group = ((node.metadata.labels if node.metadata else None) or {}).get(label, "")
-        log.info("Lock group: %s=%s", label, group or "(none)")
-        self.lock = make_lock(self.config, self._kube, group)
+        self._join_group(self._group_of(node))
 
     async def run_once(self) -> float:
         """One decision and its step; returns how long to wait before the next (0 = at once)."""

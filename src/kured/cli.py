@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -99,7 +100,10 @@ def _serve(config: Config) -> int:
         log.critical("Cannot load the cluster config: %s", error)
         return 1
     except Exception as error:  # last line of defence: one log line, not a traceback
-        log.critical("Kured stopped on an unexpected error", exc_info=_root_cause(error))
+        cause = _root_cause(error)
+        log.debug("The unexpected error: %s", "".join(traceback.format_exception(cause)))
+        # What the error says, not its Python class (users read the line, not the code).
+        log.critical("Kured stopped on an unexpected error", extra={"error": str(cause) or "?"})
         return 1
     return 0
 

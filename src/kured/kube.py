@@ -150,6 +150,13 @@ class Kube:
         async for event, obj in stream:
             yield event, obj
 
+    async def watch_nodes(self, labels: Mapping[str, str]) -> AsyncIterator[tuple[str, Node]]:
+        """Changes to the Nodes with ``labels`` (a Node that loses them comes as DELETED);
+        ends when the server closes the watch or it fails."""
+        stream = self._client.watch(Node, labels=dict(labels), server_timeout=WATCH_SECONDS)
+        async for event, obj in stream:
+            yield event, obj
+
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> Node:
         """JSON merge patch: a key set to None removes it (labels, annotations)."""
         return await self._client.patch(Node, name, dict(patch), patch_type=PatchType.MERGE)

@@ -151,7 +151,8 @@ class LeaseLock:
                 ours.add(name)
             if holders.get(name) != holder:
                 holders[name] = holder
-                yield LockChange(len([n for n in ours if holders.get(n)]) < self._concurrency)
+                held = [holders[n] for n in ours if holders.get(n)]
+                yield LockChange(len(held) < self._concurrency, holders=frozenset(held))
 
     async def _renew(self) -> None:
         for lease in await self._kube.list_leases(self._namespace, self._labels):

@@ -68,6 +68,11 @@ class LockChange:
     # makes a holder stale), so the agent does not wake for it: with 200 nodes waiting,
     # each hand-off would otherwise make every one of them read its Node and the lock twice.
     slot_free: bool
+    # ``kured.dev/paused`` on the DaemonSet changed with it (the annotation backend's watch
+    # sees both): news to a paused node, which a hand-off alone does not concern.
+    pause_changed: bool = False
+    # Who holds this node's group's slots now (a waiting node hears of their Nodes' deletion).
+    holders: frozenset[str] = frozenset()
 
 
 class LockFormatError(ValueError):
@@ -257,6 +262,8 @@ class DaemonSetLock:
         self._name = name
         self._base = annotation
         self.annotation = group_annotation(annotation, group)
+        # ``kured.dev/paused`` as the lock watch last saw it (empty: not seen yet).
+        self._pause_seen: list[str | None] = []
         self._node_id = node_id
         self._ttl = ttl
         self._concurrency = concurrency
@@ -283,6 +290,7 @@ class DaemonSetLock:
         """Each change of the lock or pause annotations (not of the DaemonSet's status, which
         moves with every kured pod and would wake every node for nothing)."""
         last: object = None
+        pause = self._pause_seen  # kept across reconnects, so a resume meanwhile is news
         async for _event, ds in self._kube.watch_daemonset(self._namespace, self._name):
             annotations = (ds.metadata.annotations if ds.metadata else None) or {}
             relevant = frozenset(
@@ -293,7 +301,12 @@ class DaemonSetLock:
             if relevant != last:
                 last = relevant
                 view = _view(ds, self.annotation)  # unreadable: free, it is to be rebuilt
-                yield LockChange(len(view.record.entries) < self._concurrency)
+                paused = annotations.get(PAUSED_ANNOTATION)
+                pause_changed = bool(pause) and pause[0] != paused
+                pause[:] = [paused]
+                holders = frozenset(view.record.holders())
+                free = len(view.record.entries) < self._concurrency
+                yield LockChange(free, pause_changed, holders)
 
     async def acquire(
         self, unschedulable_before: bool, reclaim: frozenset[str] = frozenset()

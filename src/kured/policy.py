@@ -32,6 +32,9 @@ class Phase(StrEnum):
 PROGRESS_ANNOTATION = "kured.dev/progress"
 PAUSED_ANNOTATION = "kured.dev/paused"  # on the DaemonSet (everywhere) or on a Node
 STATUS_ANNOTATION = "kured.dev/status"  # what the agent last saw (for kuredctl, humans)
+# On a Node from its drain until its slot is given back: the nodes waiting for a slot watch
+# the Nodes with it, to hear at once when a holder's Node is deleted.
+HOLDER_LABEL = "kured.dev/lock-holder"
 
 
 @dataclass(frozen=True)

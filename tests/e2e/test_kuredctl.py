@@ -492,6 +492,28 @@ async def test_unlock_yes_removes_the_whole_lock(control_plane: ControlPlane, se
     assert (again.exit_code, again.stdout) == (0, "the lock is free; nothing to do\n")
 
 
+async def test_unlock_node_frees_its_lock_group_slot(
+    control_plane: ControlPlane, setup: Setup
+) -> None:
+    """With --lock-group-label a holder's entry is in its group's annotation, which unlock
+    --node did not look at: it said the holder "does not hold the lock"."""
+    holder, other = await setup.node("a"), await setup.node("b")
+    zone_a, zone_b = group_annotation(LOCK, "zone-a"), group_annotation(LOCK, "zone-b")
+    ds = await setup.daemonset({zone_a: go_entry(holder), zone_b: go_entry(other)})
+    target = ("-n", setup.namespace, "--ds-name", ds)
+    result = await kuredctl(control_plane, *target, "unlock", "--node", holder, "--yes")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"removed {holder}'s entry from group zone-a's lock\n"
+    annotations = await setup.ds_annotations(ds)
+    assert parse(annotations.get(zone_a)).holders() == []
+    assert parse(annotations[zone_b]).holders() == [other]
+
+    whole = await kuredctl(control_plane, *target, "unlock", "--yes")
+    assert whole.exit_code == 0, whole.output
+    assert "removed group zone-b's lock" in whole.stdout
+    assert zone_b not in await setup.ds_annotations(ds)
+
+
 async def test_unlock_node_removes_only_its_entry(
     control_plane: ControlPlane, setup: Setup
 ) -> None:

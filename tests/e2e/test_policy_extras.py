@@ -23,6 +23,7 @@ from lightkube import AsyncClient, codecs
 from lightkube.resources.core_v1 import Event, Node, Pod
 
 from kured.ctl.cli import cli as kuredctl_cli
+from kured.durations import parse_go_duration
 from kured_testbed.api import Fleet, FleetFactory, default_manifests, wait_until
 from kured_testbed.controlplane import ControlPlane
 from tests.conftest import Alertmanager, Receiver
@@ -350,6 +351,29 @@ async def test_blocked_too_long_is_told_to_every_url(
     await wait_until(lambda: _both(receiver), what="the message at both URLs", within=10)
     await asyncio.sleep(4)
     assert len([m for m in messages(receiver) if "blocked" in m]) == 2  # once per URL
+
+
+async def test_a_restart_keeps_the_start_of_a_block(
+    fleet: FleetFactory, kube: AsyncClient, receiver: Receiver
+) -> None:
+    """The blocked-too-long clock lived in the pod and started again with it: a node whose
+    pod restarts more often than --notify-blocked-after was never told about. The start of
+    the block is kept in kured.dev/status, so the restarted pod counts from it."""
+    blocking = "--blocking-pod-selector=role=precious"
+    blocked = await start(fleet, 1, blocking)
+    node = blocked.nodes[0]
+    await precious_pod(kube, blocked, node)
+    blocked.trigger()
+    began = await wait_status(kube, node, activity="blocked")
+    await asyncio.sleep(6)
+    hook = f"json://127.0.0.1:{receiver.port}"
+    template = "--message-template-blocked=%s blocked for {duration}"
+    await run(blocked, blocking, "--notify-blocked-after=5s", f"--notify-url={hook}", template)
+    text = await wait_message(receiver, "blocked")
+    lasted = parse_go_duration(text.rpartition(" ")[2])
+    assert lasted >= timedelta(seconds=6), text  # since the block began, not the restart
+    assert (await status(kube, node)).get("blockedSince") == began.get("blockedSince")
+    assert (await status(kube, node)).get("blockedTold") is True
 
 
 async def _both(receiver: Receiver) -> bool:

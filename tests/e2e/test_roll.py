@@ -400,6 +400,63 @@ async def test_a_node_waiting_for_the_lock_wakes_only_when_a_slot_frees(
     await wait_until(acquired, what=f"{waiting} taking the freed slot", within=10)  # period: 1m
 
 
+async def test_a_deleted_holder_s_slot_is_taken_at_once_not_at_the_next_period(
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
+) -> None:
+    """A holder whose Node is deleted never releases, and the lock does not change: the
+    waiting node slept until its next --period (1h by default) before it took the slot."""
+    rolled = await fleet(2)
+    await rolled.run_kured(
+        [*HOSTS_STAY_UP, lock_backend], manifests=default_manifests(), as_serviceaccount=True
+    )
+    holder, waiting = rolled.nodes
+    rolled.trigger(holder)
+
+    async def commanded() -> bool:
+        return "Commanding reboot" in kured_log(rolled, holder)
+
+    await wait_until(commanded, what=f"{holder} rebooting with the lock", within=30)
+    rolled.trigger(waiting)
+
+    async def waits() -> bool:
+        return f"Lock already held: {holder}" in kured_log(rolled, waiting)
+
+    await wait_until(waits, what=f"{waiting} waiting for the lock", within=30)
+    await asyncio.sleep(2)  # past an evaluation that a lock change during the first one caused
+    await kube.delete(Node, holder)
+
+    async def acquired() -> bool:
+        return "Acquired reboot lock" in kured_log(rolled, waiting)
+
+    await wait_until(acquired, what=f"{waiting} taking the deleted holder's slot", within=20)
+    assert await lock_holders(kube, rolled) == [waiting]
+    assert f"Releasing stale lock of {holder}: holder node deleted" in kured_log(rolled, waiting)
+
+
+async def test_a_node_blocked_by_its_pods_sleeps_through_lock_changes(
+    fleet: FleetFactory, kube: AsyncClient
+) -> None:
+    """Every lock change woke every blocked node (pods, alerts, a pause) to ask its blockers
+    again, although no lock change can lift those blocks: N wake-ups per hand-off."""
+    rolled = await fleet(1)
+    blocking = "--blocking-pod-selector=role=precious"
+    await rolled.run_kured(
+        [*HOSTS_STAY_UP, blocking], manifests=default_manifests(), as_serviceaccount=True
+    )
+    [node] = rolled.nodes
+    await precious_pod(kube, rolled, node)
+    rolled.trigger(node)
+
+    async def evaluations() -> int:
+        return kured_log(rolled, node).count("Reboot blocked:")
+
+    await wait_until(evaluations, what=f"{node} blocked by its pod", within=30)
+    await asyncio.sleep(2)  # a change during the first evaluation rightly wakes it once more
+    before = await evaluations()
+    await move_another_lock(kube, rolled)
+    assert await evaluations() == before
+
+
 # Daemons whose hosts ignore the reboot (SIGCHLD to the init stand-in), so a node that
 # commanded its reboot keeps its slot; and a period long enough not to wake them meanwhile.
 HOSTS_STAY_UP = ["--period=1m", "--reboot-method=signal", f"--reboot-signal={signal.SIGCHLD}"]
@@ -424,6 +481,44 @@ async def test_each_zone_gets_its_own_slots(
     assert seen.most_per_zone == 1
     assert 1 <= seen.most_at_once <= 3
     assert seen.ever_cordoned == set(rolled.nodes)
+
+
+async def test_a_node_moved_to_another_zone_takes_that_zone_s_lock(
+    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
+) -> None:
+    """The --lock-group-label value was read once, at start: a node relabelled into
+    another zone went on taking its old zone's lock until its pod restarted, and went down
+    beside the new zone's holder."""
+    rolled = await fleet(2)
+    grouped = [*HOSTS_STAY_UP, f"--lock-group-label={ZONE_LABEL}", lock_backend]
+    await rolled.run_kured(grouped, manifests=default_manifests(), as_serviceaccount=True)
+    holder, moved = rolled.nodes
+    zone = await zone_of(kube, holder)
+    assert await zone_of(kube, moved) != zone
+    rolled.trigger(holder)
+
+    async def commanded() -> bool:
+        return "Commanding reboot" in kured_log(rolled, holder)
+
+    await wait_until(commanded, what=f"{holder} rebooting with its zone's lock", within=30)
+    await kube.patch(Node, moved, {"metadata": {"labels": {ZONE_LABEL: zone}}})
+
+    async def joined() -> bool:
+        return f"Lock group: {ZONE_LABEL}={zone}" in kured_log(rolled, moved)
+
+    await wait_until(joined, what=f"{moved} in {zone}", within=20)  # its period: a minute
+    rolled.trigger(moved)
+
+    async def waits() -> bool:
+        return f"Lock already held: {holder}" in kured_log(rolled, moved)
+
+    await wait_until(waits, what=f"{moved} waiting for {holder}", within=30)
+    assert "Acquired reboot lock" not in kured_log(rolled, moved)
+
+
+async def zone_of(kube: AsyncClient, node: str) -> str:
+    found = await kube.get(Node, node)
+    return str(((found.metadata.labels if found.metadata else None) or {}).get(ZONE_LABEL, ""))
 
 
 async def test_max_unavailable_caps_every_zone_together(

@@ -682,11 +682,15 @@ def test_sandbox_env_selects_the_simulated_host(
 def test_daemon_crash_is_one_fatal_line_and_exit_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run_with(monkeypatch, Daemon(RuntimeError("boom"))) == 1
+    """What the error says, without its Python class (it was ``error="RuntimeError: boom"``),
+    from inside the daemon's task groups too."""
+    crash = ExceptionGroup("unhandled errors in a TaskGroup", [RuntimeError("disk on fire")])
+    assert run_with(monkeypatch, Daemon(crash)) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
+    assert "Error" not in err
     assert err.splitlines()[-1].endswith(
-        'level=fatal msg="Kured stopped on an unexpected error" error="RuntimeError: boom"'
+        'level=fatal msg="Kured stopped on an unexpected error" error="disk on fire"'
     )
 
 

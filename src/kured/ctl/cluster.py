@@ -24,6 +24,7 @@ from kured.ctl.locks import (
     LockSummary,
     describe_leases,
     describe_lock,
+    summarize_group_locks,
     summarize_leases,
     summarize_lock,
 )
@@ -190,8 +191,11 @@ async def unlock(target: Target, node: str | None, confirm: Confirm | None, now:
         text = annotations_of(ds).get(target.annotation)
         names = await _node_names(kube)
         lock = summarize_lock(target.annotation, text, now, names)
+        groups = summarize_group_locks(annotations_of(ds), target.annotation, now, names)
         leases, unreadable = await read_leases(kube, target)
-        shown = Shown(lock, summarize_leases(leases, now, names, unreadable))
+        shown = Shown(
+            lock, summarize_leases(leases, now, names, unreadable), groups, text is not None
+        )
         if node is None:
             return await _unlock_all(kube, target, ds, shown, confirm)
         return await _unlock_node(kube, target, node, shown, confirm)
@@ -199,17 +203,31 @@ async def unlock(target: Target, node: str | None, confirm: Confirm | None, now:
 
 @dataclass(frozen=True)
 class Shown:
-    """The lock as ``unlock`` showed it: the annotation, and the Leases if there are any."""
+    """The lock as ``unlock`` showed it: the annotation, every ``--lock-group-label``
+    group's annotation (``<annotation>-<group>``), and the Leases if there are any."""
 
     lock: LockSummary
     leases: LeaseSummary | None
+    groups: tuple[LockSummary, ...] = ()
+    base_set: bool = True  # the base annotation is on the DaemonSet (maybe empty or garbage)
 
     def lease_holders(self) -> list[str]:
         return [h.node_id for h in self.leases.holders] if self.leases else []
 
+    def annotation_locks(self) -> list[LockSummary]:
+        """The base lock (if it is set) and every group's."""
+        return [self.lock, *self.groups] if self.base_set else list(self.groups)
+
+    def held_by(self, node: str) -> list[LockSummary]:
+        """The annotation locks that list ``node`` as a holder."""
+        return [
+            lock for lock in self.annotation_locks() if node in {h.node_id for h in lock.holders}
+        ]
+
     def describe(self) -> str:
+        groups = "".join(f"; group {g.group}: {describe_lock(g)}" for g in self.groups)
         leases = f"; Leases: {describe_leases(self.leases)}" if self.leases else ""
-        return f"{describe_lock(self.lock)}{leases}"
+        return f"{describe_lock(self.lock)}{groups}{leases}"
 
 
 async def _node_names(kube: Kube) -> set[str] | None:
@@ -224,6 +242,7 @@ async def _node_names(kube: Kube) -> set[str] | None:
 
 def _ask(confirm: Confirm | None, target: Target, shown: Shown, question: str) -> None:
     lines = [f"Lock {target.annotation} on DaemonSet {target.ds_path}: {describe_lock(shown.lock)}"]
+    lines += [f"Lock {g.annotation} (group {g.group}): {describe_lock(g)}" for g in shown.groups]
     if shown.leases:
         lines.append(f"Lock Leases of DaemonSet {target.ds_path}: {describe_leases(shown.leases)}")
     if confirm is not None and not confirm("\n".join([*lines, question])):
@@ -233,31 +252,32 @@ def _ask(confirm: Confirm | None, target: Target, shown: Shown, question: str) -
 async def _unlock_all(
     kube: Kube, target: Target, ds: DaemonSet, shown: Shown, confirm: Confirm | None
 ) -> str:
-    """The annotation first (nothing is written if it changed), then the Leases."""
-    text = annotations_of(ds).get(target.annotation)
-    if text is None and not shown.lease_holders():
+    """The annotations first (nothing is written to one that changed), then the Leases."""
+    locks = shown.annotation_locks()
+    if not locks and not shown.lease_holders():
         return "the lock is free; nothing to do"
     _ask(confirm, target, shown, "Remove the whole lock?")
-    done = [await _remove_annotation(kube, target, ds, shown.lock)] if text is not None else []
+    done = [await _remove_annotation(kube, target, ds, lock) for lock in locks]
     if shown.lease_holders():
         done.append(await _free_leases(kube, target, shown))
     return "; ".join(done)
 
 
 async def _remove_annotation(kube: Kube, target: Target, ds: DaemonSet, lock: LockSummary) -> str:
-    """Remove the annotation as it was shown, or nothing if it changed since."""
-    shown = annotations_of(ds).get(target.annotation)
+    """Remove one lock annotation as it was shown, or nothing if it changed since."""
+    key, name = lock.annotation, lock_name(lock)
+    shown = annotations_of(ds).get(key)
     for _ in range(MAX_WRITE_ATTEMPTS):
-        current = annotations_of(ds).get(target.annotation)
+        current = annotations_of(ds).get(key)
         if current is None:
-            return "the lock was removed by someone else meanwhile; nothing to do"
+            return f"{name} was removed by someone else meanwhile; nothing to do"
         if current != shown:
             raise CtlError(
-                f"the lock changed meanwhile (now {current}); nothing removed, run unlock again"
+                f"{name} changed meanwhile (now {current}); nothing removed, run unlock again"
             )
         try:
-            await kube.update_daemonset_annotations(ds, {target.annotation: None})
-            return f"removed the lock ({describe_lock(lock)})"
+            ds = await kube.update_daemonset_annotations(ds, {key: None})
+            return f"removed {name} ({describe_lock(lock)})"
         except Conflict:
             ds = await read_daemonset(kube, target)
     raise CtlError(f"DaemonSet {target.ds_path} kept changing; nothing removed, try again")
@@ -293,17 +313,18 @@ async def _release_lease(kube: Kube, target: Target, node: str) -> bool:
 async def _unlock_node(
     kube: Kube, target: Target, node: str, shown: Shown, confirm: Confirm | None
 ) -> str:
-    lock = shown.lock
-    in_annotation = node in {h.node_id for h in lock.holders}
+    held = shown.held_by(node)
     in_leases = node in shown.lease_holders()
-    if lock.unreadable and not in_leases:
+    unreadable = [lock for lock in shown.annotation_locks() if lock.unreadable]
+    if unreadable and not held and not in_leases:
         raise CtlError(
-            f"the lock is unreadable ({lock.unreadable}); run unlock without --node to remove it"
+            f"{lock_name(unreadable[0])} is unreadable ({unreadable[0].unreadable});"
+            " run unlock without --node to remove it"
         )
-    if not in_annotation and not in_leases:
+    if not held and not in_leases:
         raise CtlError(f"{node} does not hold the lock ({shown.describe()})")
     _ask(confirm, target, shown, f"Remove {node}'s entry?")
-    done = [await _release_entry(kube, target, node, lock)] if in_annotation else []
+    done = [await _release_entry(kube, target, node, lock) for lock in held]
     if in_leases:
         freed = await _release_lease(kube, target, node)
         done.append(
@@ -318,7 +339,7 @@ async def _release_entry(kube: Kube, target: Target, node: str, lock: LockSummar
         kube,
         namespace=target.namespace,
         name=target.ds_name,
-        annotation=target.annotation,
+        annotation=lock.annotation,
         node_id=node,
         ttl=timedelta(0),
         concurrency=lock.slots,
@@ -329,7 +350,12 @@ async def _release_entry(kube: Kube, target: Target, node: str, lock: LockSummar
         raise CtlError(f"could not release {node}'s entry: {err}") from err
     if not freed:
         return f"{node} released the lock meanwhile; nothing to do"
-    return f"removed {node}'s entry from the lock"
+    return f"removed {node}'s entry from {lock_name(lock)}"
+
+
+def lock_name(lock: LockSummary) -> str:
+    """``the lock``, or ``group G's lock`` for a ``--lock-group-label`` group's annotation."""
+    return f"group {lock.group}'s lock" if lock.group else "the lock"
 
 
 # -- history -----------------------------------------------------------------------------

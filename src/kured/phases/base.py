@@ -26,6 +26,7 @@ from kured.metrics import Health, Metrics
 from kured.need import RebootNeed
 from kured.notify import Details, Notifier
 from kured.policy import (
+    HOLDER_LABEL,
     PROGRESS_ANNOTATION,
     Decision,
     Observation,
@@ -147,12 +148,14 @@ class AgentBase:
         self._status: dict[str, Any] = {}  # what kured.dev/status says (as last read or written)
         self._status_changed = False
         self._block_kind = ""  # which blocker said no in the last observation
+        self._last_block = ""  # what blocked the last decision (the blocked metric's kind)
+        self._lock_holders: frozenset[str] = frozenset()  # as the lock watch last told
         self._wanting_since: float | None = None  # when the node started waiting for the lock
-        self._blocked_since: float | None = None  # when blockers started saying no
-        self._blocked_told = False  # --notify-blocked-after has been sent for this block
         self._dry_run_told = ""  # the last --dry-run plan notified (sent again when it changes)
         self._gate_told = False  # the gate timeout has been announced (once per timeout)
         self.lock = make_lock(config, kube)
+        self._lock_group = ""  # the --lock-group-label value self.lock is for
+        self._group_seen = ""  # that label's value as the node watch last saw it
         self._drainer = Drainer(kube, DrainOptions.from_config(config))
         # When this agent first saw each lock holder in its present state (monotonic clock).
         self._holders_seen: dict[tuple[object, ...], float] = {}
@@ -179,9 +182,15 @@ class AgentBase:
             await self._events.record(seen.node, Reason.UNCORDONED, f"Uncordoned {self.node_id}")
 
     async def _record(self, phase: Phase, unschedulable_before: bool) -> None:
-        """Write the progress record before the effect it announces."""
+        """Write the progress record before the effect it announces, with the holder label
+        (in the same patch: no request of its own) that waiting nodes watch."""
         progress = Progress(phase, self._host.boot_id(), unschedulable_before, now_rfc3339())
-        await self._annotate({PROGRESS_ANNOTATION: progress.to_json()})
+        annotations = {PROGRESS_ANNOTATION: progress.to_json()}
+        meta = {"annotations": annotations, "labels": {HOLDER_LABEL: "true"}}
+        await self._kube.patch_node(self.node_id, {"metadata": meta})
+
+    async def _drop_holder_label(self) -> None:
+        await self._kube.patch_node(self.node_id, {"metadata": {"labels": {HOLDER_LABEL: None}}})
 
     async def _annotate(self, annotations: dict[str, str | None]) -> None:
         await self._kube.patch_node(self.node_id, {"metadata": {"annotations": annotations}})

@@ -23,6 +23,7 @@ from kured.phases.base import (
     AgentBase,
     Seen,
     compact_json,
+    make_lock,
     now_rfc3339,
     sleep_for,
 )
@@ -83,6 +84,10 @@ class LockPhase(AgentBase):
             log.info("Releasing lock")
             await self.lock.release()
             await self._events.record(seen.node, Reason.LOCK_RELEASED, "Released reboot lock")
+        # After the release (seen.node may predate the label): a waiting node that sees the
+        # label go (a DELETED event of its watch) already knows from the lock that this node
+        # holds no slot, so it does not take it for a deleted holder.
+        await self._drop_holder_label()
         return 0
 
     async def _free_deleted_holders(self, lock: LockView) -> None:
@@ -97,6 +102,26 @@ class LockPhase(AgentBase):
             if reason:
                 log.warning("Releasing stale lock of %s: %s", entry.node_id, reason)
                 await self.lock.release(entry.node_id)
+
+    def _group_of(self, node: Node) -> str:
+        """The node's ``--lock-group-label`` value ("" without the flag or the label)."""
+        label = self.config.lock_group_label
+        return labels(node).get(label, "") if label else ""
+
+    def _join_group(self, group: str) -> None:
+        log.info("Lock group: %s=%s", self.config.lock_group_label, group or "(none)")
+        self.lock = make_lock(self.config, self._kube, group)
+        self._lock_group = self._group_seen = group
+
+    async def _follow_lock_group(self, node: Node, ds: DaemonSet, progress: Progress) -> None:
+        """The node's group label changed: take the new group's lock, once this node is
+        between reboots and holds no slot of the old one (a slot it holds stays its own
+        until released, and a reboot under way finishes under the lock it began with)."""
+        group = self._group_of(node)
+        if group == self._lock_group or progress.phase is not Phase.IDLE:
+            return
+        if (await self.lock.snapshot(ds)).record.entry_of(self.node_id) is None:
+            self._join_group(group)
 
     async def _over_budget(self, ds: DaemonSet, *, holding: bool) -> str:
         """``--max-unavailable``: why this node may not go down now ("" = it may)."""

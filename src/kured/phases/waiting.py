@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from kured.alerts import PrometheusQueryError, instant_query
 from kured.blockers import first_block
@@ -26,6 +27,7 @@ from kured.need import RebootNeed, assess, sentinel_source
 from kured.phases.base import (
     Seen,
     compact_json,
+    now_rfc3339,
     slot_spread,
 )
 from kured.phases.locking import LockPhase
@@ -66,6 +68,16 @@ def activity(decision: Decision, obs: Observation) -> str:
     return ACTIVITY.get(decision.step, "idle")
 
 
+def block_record(decision: Decision, obs: Observation, old: dict[str, Any]) -> dict[str, Any]:
+    """While blockers say no (a pause is no blocker): since when, and whether
+    ``--notify-blocked-after`` was told, carried over from the status last written. Kept
+    in the cluster, so a restarted pod neither starts the wait again nor tells twice."""
+    if decision.step is not Step.BLOCKED or obs.paused:
+        return {}
+    told = {"blockedTold": True} if old.get("blockedTold") else {}
+    return {"blockedSince": old.get("blockedSince") or now_rfc3339(), **told}
+
+
 class WaitPhase(LockPhase):
     """Observing, and telling what the agent waits for."""
 
@@ -76,6 +88,8 @@ class WaitPhase(LockPhase):
             return None
         ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
         self._slot_spread = slot_spread(ds)
+        progress = Progress.from_json(annotations_of(node).get(PROGRESS_ANNOTATION))
+        await self._follow_lock_group(node, ds, progress)
         lock = await self.lock.snapshot(ds)
         if lock.unreadable:
             log.error("Lock annotation is unreadable: %s", lock.unreadable)
@@ -85,7 +99,6 @@ class WaitPhase(LockPhase):
         need = self._assess(self._last_sentinel, now)
         self._metrics.set_reboot_required(need.required)
         self._metrics.set_reboot_reason(need.kind)
-        progress = Progress.from_json(annotations_of(node).get(PROGRESS_ANNOTATION))
         entry = lock.record.entry_of(self.node_id)
         stale = await self._stale_holders(lock, now) if entry is None else {}
         taken = len(lock.record.entries) - len(stale)
@@ -168,14 +181,16 @@ class WaitPhase(LockPhase):
         """``--notify-blocked-after``: one message once blockers have said no that long;
         until then, come back when it is due rather than a whole period later."""
         after = self.config.notify_blocked_after.total_seconds()
-        if not after or self._blocked_since is None or self._blocked_told:
+        since = str(self._status.get("blockedSince", ""))
+        if not after or not since or self._status.get("blockedTold"):
             return self._period()
-        lasted = time.monotonic() - self._blocked_since
-        if lasted < after:
-            return min(self._period(), after - lasted)
-        self._blocked_told = True
-        details = self._details(seen, decision.reason, timedelta(seconds=lasted))
-        await self._notify("blocked", self.node_id, details)
+        lasted = age(since, datetime.now(UTC))
+        if lasted.total_seconds() < after:
+            return min(self._period(), after - lasted.total_seconds())
+        await self._notify("blocked", self.node_id, self._details(seen, decision.reason, lasted))
+        # Recorded after the message went: a restart in between tells twice, never not at all.
+        self._status = self._status | {"blockedTold": True}
+        await self._annotate({STATUS_ANNOTATION: compact_json(self._status)})
         return self._period()
 
     async def _publish_status(self, decision: Decision, seen: Seen) -> None:
@@ -188,6 +203,7 @@ class WaitPhase(LockPhase):
             "blockedBy": decision.reason if decision.step is Step.BLOCKED else "",
             "activity": activity(decision, obs),
             "lastReboot": old.get("lastReboot", ""),
+            **block_record(decision, obs, old),
         }
         self._status = new
         self._status_changed = new != old
@@ -210,13 +226,10 @@ class WaitPhase(LockPhase):
         if decision.step is Step.BLOCKED:
             kind = "pause" if obs.paused else self._block_kind
         self._metrics.set_blocked(kind)
+        self._last_block = kind  # for the wake-up filter, beside _last_step
         wanting = decision.step in (Step.ACQUIRE_LOCK, Step.WAIT_FOR_LOCK)
         if not wanting:
             self._wanting_since = None
         elif self._wanting_since is None:
             self._wanting_since = time.monotonic()
         self._gate_told &= decision.step is Step.GATE_TIMEOUT
-        if decision.step is not Step.BLOCKED or obs.paused:  # a pause is no blocker
-            self._blocked_since, self._blocked_told = None, False
-        elif self._blocked_since is None:
-            self._blocked_since = time.monotonic()

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
+from enum import StrEnum
 from typing import TypeVar
 
 from kured.facts import (
@@ -17,10 +18,9 @@ from kured.facts import (
 from kured.filewatch import FileWatch
 from kured.kube import ApiError, DaemonSet, Node
 from kured.lock import LockChange
-from kured.phases.base import (
-    AgentBase,
-)
+from kured.phases.locking import LockPhase
 from kured.policy import (
+    HOLDER_LABEL,
     PAUSED_ANNOTATION,
     Step,
 )
@@ -34,14 +34,70 @@ WATCH_RETRY_MAX_SECONDS = 30.0
 LOCK_BLIND = frozenset({Step.NOTHING, Step.LOOP_GUARD, Step.DRY_RUN, Step.REBOOT})
 # Steps after which only a change that frees a slot is news.
 WANTS_A_SLOT = frozenset({Step.WAIT_FOR_LOCK, Step.ACQUIRE_LOCK})
+# Blocks (the blocked metric's kinds) that no lock change can lift: pods, alerts, queries.
+# A pause is lifted only by a change of the pause itself; any other block (--max-unavailable,
+# which counts every group's holders) may be lifted by a release, so it wakes.
+BEYOND_THE_LOCK = frozenset({"pods", "prometheus", "query"})
 
 
-class Wakeups(AgentBase):
+class Wake(StrEnum):
+    """What a lock change means to an agent."""
+
+    NO = "no"  # no news after the last step
+    NOW = "now"  # evaluate at once
+    SPREAD = "spread"  # a slot freed: evaluate after a random part of the spread
+    CANCEL = "cancel"  # every slot is taken again: a pending spread wake-up is moot
+
+
+def lock_news(step: Step | None, blocked: str, change: LockChange) -> Wake:
+    """What ``change`` means after the last decision's ``step`` (None: still deciding) and,
+    for :data:`Step.BLOCKED`, the ``blocked`` kind ("pause", "max-unavailable", "pods", ...).
+
+    Pure, so that the promise is checked over every case (tests/unit/test_agent_wake.py):
+    a change that could let the node act after its last decision always wakes it.
+    """
+    if step is None:
+        return Wake.NOW
+    if step in LOCK_BLIND:
+        return Wake.NO
+    if step in WANTS_A_SLOT:
+        return Wake.SPREAD if change.slot_free else Wake.CANCEL
+    if step is Step.BLOCKED and blocked == "pause":
+        return Wake.NOW if change.pause_changed else Wake.NO
+    if step is Step.BLOCKED and blocked in BEYOND_THE_LOCK:
+        return Wake.NO
+    return Wake.NOW
+
+
+class Wakeups(LockPhase):
     """The watches that wake the agent's loop."""
 
     async def _watch_lock(self) -> None:
         """Wake the loop when the lock changes in a way that matters to the last step."""
         await self._follow("the lock", self.lock.changes, self._on_lock_change)
+
+    async def _watch_holders(self) -> None:
+        """Wake a waiting node when a holder's Node is deleted: its slot may be taken at once
+        (:func:`kured.policy.reclaim_reason`), but the lock itself does not change.
+
+        One watch per agent of the Nodes labelled :data:`HOLDER_LABEL` (the few that hold a
+        slot), not of every Node: the API server sends each agent only the holders' changes
+        (a few dozen per hand-off), where a watch of all Nodes would send it every Node's
+        status updates, N × N for the fleet."""
+
+        async def holder_nodes() -> AsyncIterator[tuple[str, Node]]:
+            async for change in self._kube.watch_nodes({HOLDER_LABEL: "true"}):
+                yield change
+
+        await self._follow("the lock holders' Nodes", holder_nodes, self._on_holder_node)
+
+    def _on_holder_node(self, change: tuple[str, Node]) -> None:
+        """A holder's Node gone (or its label: then the lock no longer lists it) is news
+        as a freed slot is."""
+        event, node = change
+        name = node.metadata.name if node.metadata else None
+        if event == "DELETED" and name in self._lock_holders:
+            self._act_on(lock_news(self._last_step, self._last_block, LockChange(slot_free=True)))
 
     async def _watch_pause(
         self, what: str, objects: Callable[[], AsyncIterator[Node | DaemonSet]]
@@ -59,7 +115,15 @@ class Wakeups(AgentBase):
         await self._follow(what, objects, on_change)
 
     async def _watch_own_node(self) -> AsyncIterator[Node]:
+        """This node's changes, for its pause; the same watch wakes the loop when the
+        ``--lock-group-label`` label moves the node to another group (once per move, and
+        not while the host goes down: see :meth:`_follow_lock_group`)."""
         async for _event, node in self._kube.watch_node(self.node_id):
+            group = self._group_of(node)
+            if group != self._group_seen and self._last_step is not Step.REBOOT:
+                self._group_seen = group
+                if group != self._lock_group:
+                    self._wake.set()
             yield node
 
     async def _watch_daemonset(self) -> AsyncIterator[DaemonSet]:
@@ -99,16 +163,17 @@ class Wakeups(AgentBase):
         waiters wakes about spread/W after the slot freed and takes it, and the others, told
         by the watch that every slot is taken again before their turn, do not wake at all.
         """
-        step = self._last_step
-        if step in LOCK_BLIND:
-            return
-        if step not in WANTS_A_SLOT:
+        self._lock_holders = change.holders
+        self._act_on(lock_news(self._last_step, self._last_block, change))
+
+    def _act_on(self, news: Wake) -> None:
+        if news is Wake.NOW:
             self._wake.set()
-        elif not change.slot_free:
+        elif news is Wake.CANCEL:
             if self._spread_wake:
                 self._spread_wake.cancel()
             self._spread_wake = None
-        elif self._spread_wake is None:
+        elif news is Wake.SPREAD and self._spread_wake is None:
             spread = random.uniform(0, self._slot_spread)
             self._spread_wake = asyncio.get_running_loop().call_later(spread, self._spread_over)
 
