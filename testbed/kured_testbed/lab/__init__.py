@@ -1,2 +1,1 @@
-"""The real-node lab: QEMU guests (Debian, systemd, containerd, kubelet, kube-proxy) joined to
-the sandbox's control plane, with kured installed as users deploy it (`kured-lab`)."""
+"""The real-node lab: QEMU guests running kured as users deploy it (issue 14)."""

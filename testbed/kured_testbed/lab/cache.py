@@ -10,11 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-
-from kured_testbed.state import SandboxError
 
 DONE = "done"
 
@@ -63,17 +60,3 @@ def fresh_dir(directory: Path) -> Path:
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     return directory
-
-
-def run_step(step: str, argv: Sequence[str], log: Path) -> None:
-    """Run one build step with its output appended to log; a failure is one line naming the
-    step and the log."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        out.write(f"\n$ {' '.join(argv)}\n".encode())
-        out.flush()
-        result = subprocess.run(
-            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False
-        )
-    if result.returncode != 0:
-        raise SandboxError(f"lab build step {step!r} failed (exit {result.returncode}; log: {log})")

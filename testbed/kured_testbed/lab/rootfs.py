@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kured_testbed.controlplane import require_tool
 from kured_testbed.lab import cache
+from kured_testbed.lab.buildah import run_step
 from kured_testbed.state import SandboxError
 
 log = logging.getLogger("kured_testbed")
@@ -41,7 +42,13 @@ PACKAGES = (
     "qemu-guest-agent",
 )
 # Units that only cost CPU in a guest that lives for minutes.
-MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer")
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "fstrim.timer",
+)
 ENABLED_UNITS = (
     "systemd-networkd.service",
     "kured-lab-config.service",
@@ -72,17 +79,17 @@ class GuestDisk:
     initrd: Path
 
 
-def ensure_rootfs(build_log: Path) -> Path:
+def ensure_rootfs(log_dir: Path) -> Path:
     """The cached rootfs directory, made by mmdebstrap on first use."""
     key = cache.digest([SUITE, *PACKAGES, *_MMDEBSTRAP_OPTIONS])
     target = cache.cache_root() / f"rootfs-{key}"
     if cache.is_done(target):
         return target / "root"
     mmdebstrap = require_tool("mmdebstrap", "mmdebstrap")
-    log.info("building the guest rootfs with mmdebstrap (about 2 minutes; log: %s)", build_log)
+    log.info("building the guest rootfs with mmdebstrap (about 2 minutes; log: %s)", log_dir)
     root = cache.fresh_dir(target) / "root"
-    cache.run_step(
-        "mmdebstrap",
+    run_step(
+        "guest-mmdebstrap",
         [
             mmdebstrap,
             *_MMDEBSTRAP_OPTIONS,
@@ -90,15 +97,15 @@ def ensure_rootfs(build_log: Path) -> Path:
             SUITE,
             str(root),
         ],
-        build_log,
+        log_dir,
     )
     cache.mark_done(target)
     return root
 
 
-def ensure_disk(binaries: Path, build_log: Path) -> GuestDisk:
+def ensure_disk(binaries: Path, log_dir: Path) -> GuestDisk:
     """The cached guest disk for these Kubernetes binaries (built in seconds from the rootfs)."""
-    rootfs = ensure_rootfs(build_log)
+    rootfs = ensure_rootfs(log_dir)
     key = cache.digest(
         [str(rootfs), *cache.tree_parts(GUEST_FILES), *_binary_identity(binaries), "ext4 4G"]
     )
@@ -106,17 +113,17 @@ def ensure_disk(binaries: Path, build_log: Path) -> GuestDisk:
     disk = GuestDisk(target / "root.img", target / "vmlinuz", target / "initrd.img")
     if cache.is_done(target):
         return disk
-    log.info("making the guest disk (log: %s)", build_log)
+    log.info("making the guest disk (log: %s)", log_dir)
     cache.fresh_dir(target)
     staging = target / "staging"
-    cache.run_step("copy rootfs", ["cp", "-a", str(rootfs), str(staging)], build_log)
-    _add_lab_files(staging, binaries, build_log)
+    run_step("guest-copy", ["cp", "-a", str(rootfs), str(staging)], log_dir)
+    _add_lab_files(staging, binaries, log_dir)
     _take_boot_files(staging, disk)
     mke2fs = require_tool("mke2fs", "e2fsprogs")
-    cache.run_step(
-        "mke2fs",
+    run_step(
+        "guest-mke2fs",
         [mke2fs, "-q", "-t", "ext4", "-L", "kured-lab", "-d", str(staging), str(disk.image), "4G"],
-        build_log,
+        log_dir,
     )
     shutil.rmtree(staging)
     cache.mark_done(target)
@@ -130,7 +137,7 @@ def _binary_identity(binaries: Path) -> list[str]:
     ]
 
 
-def _add_lab_files(staging: Path, binaries: Path, build_log: Path) -> None:
+def _add_lab_files(staging: Path, binaries: Path, log_dir: Path) -> None:
     """guest/ over the rootfs, the two binaries, the CNI config link, units enabled/masked."""
     shutil.copytree(GUEST_FILES, staging, dirs_exist_ok=True, symlinks=True)
     for name in ("kubelet", "kube-proxy"):
@@ -140,8 +147,8 @@ def _add_lab_files(staging: Path, binaries: Path, build_log: Path) -> None:
     (cni / "10-kured-lab.conflist").symlink_to("/run/kured-lab/cni.conflist")
     systemctl = require_tool("systemctl", "systemd")
     root = f"--root={staging}"
-    cache.run_step("enable units", [systemctl, root, "enable", *ENABLED_UNITS], build_log)
-    cache.run_step("mask units", [systemctl, root, "mask", *MASKED_UNITS], build_log)
+    run_step("guest-enable", [systemctl, root, "enable", *ENABLED_UNITS], log_dir)
+    run_step("guest-mask", [systemctl, root, "mask", *MASKED_UNITS], log_dir)
 
 
 def _take_boot_files(staging: Path, disk: GuestDisk) -> None:
