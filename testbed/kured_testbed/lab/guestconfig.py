@@ -39,6 +39,7 @@ class NodeIdentity:
     index: int  # 1-based; the pod subnet is 10.244.<index>.0/24
     kubelet_token: str
     proxy_token: str
+    labels: str  # kubelet --node-labels
 
 
 def pod_subnet(index: int) -> str:
@@ -152,7 +153,11 @@ def serving_certificate(name: str) -> tuple[bytes, bytes]:
 
 
 def config_tar(
-    node: NodeIdentity, port: int, ca_pem: bytes, pause_image: str, image_devices: list[str]
+    node: NodeIdentity,
+    port: int,
+    ca_pem: bytes,
+    pause_image: str,
+    image_devices: list[str],
 ) -> bytes:
     """The guest's config disk: a tar of the files under /run/kured-lab."""
     cert, key = serving_certificate(node.name)
@@ -160,10 +165,14 @@ def config_tar(
         "NODE_NAME": node.name,
         "NODE_IP": NODE_IP,
         "HOUSEKEEPING_INTERVAL": HOUSEKEEPING_INTERVAL,
-        "IMAGE_DEVICES": " ".join(image_devices),
+        # The first image is the pause image (kubelet waits for it), the rest follow; none
+        # on a baked disk, whose containerd has them already.
+        "PAUSE_DEVICE": " ".join(image_devices[:1]),
+        "IMAGE_DEVICES": " ".join(image_devices[1:]),
+        "NODE_LABELS": node.labels,
     }
     files: dict[str, bytes | str] = {
-        "env": "".join(f'{name}="{value}"\n' for name, value in env.items()),
+        "env": env_file(env),
         "kubelet.kubeconfig": guest_kubeconfig(
             port, ca_pem, node.kubelet_token, f"system:node:{node.name}"
         ),
@@ -177,10 +186,16 @@ def config_tar(
         "kubelet.crt": cert,
         "kubelet.key": key,
     }
-    return _tar(files)
+    return tar_of(files)
 
 
-def _tar(files: dict[str, bytes | str]) -> bytes:
+def env_file(variables: dict[str, str]) -> str:
+    """A systemd EnvironmentFile."""
+    return "".join(f'{name}="{value}"\n' for name, value in variables.items())
+
+
+def tar_of(files: dict[str, bytes | str]) -> bytes:
+    """A config disk: a tar of these files, unpacked to /run/kured-lab in the guest."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
         for name, content in files.items():

@@ -85,9 +85,10 @@ def image_devices(images: list[Path]) -> list[str]:
     return [f"/dev/vd{chr(_FIRST_IMAGE_DEVICE + i)}" for i in range(len(images))]
 
 
-def kernel_cmdline(name: str) -> str:
+def kernel_cmdline(name: str, boot_unit: str | None = None) -> str:
     return " ".join(
         [
+            *([f"systemd.unit={boot_unit}"] if boot_unit else []),
             "console=ttyS0",
             "root=/dev/vda",
             "rw",
@@ -102,9 +103,17 @@ def kernel_cmdline(name: str) -> str:
     )
 
 
-def qemu_argv(guest: GuestDir, disk: GuestDisk, images: list[Path], accel: Accel) -> list[str]:
+def qemu_argv(
+    guest: GuestDir,
+    disk: GuestDisk,
+    images: list[Path],
+    accel: Accel,
+    *,
+    boot_unit: str | None = None,
+) -> list[str]:
     qemu = require_tool("qemu-system-x86_64", "qemu-system-x86")
-    accel_args = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+    # TCG's translation cache defaults to 1 GiB of host memory per guest; 192 MiB is plenty.
+    accel_args = ["-accel", "tcg,thread=multi,tb-size=192", "-cpu", "max"]
     if accel == "kvm":
         accel_args = ["-accel", "kvm", "-cpu", "host"]
     drives = [
@@ -119,7 +128,7 @@ def qemu_argv(guest: GuestDir, disk: GuestDisk, images: list[Path], accel: Accel
         *("-m", str(MEMORY_MIB), "-smp", "1"),
         *("-nodefaults", "-no-user-config", "-display", "none"),
         *("-kernel", str(disk.kernel), "-initrd", str(disk.initrd)),
-        *("-append", kernel_cmdline(guest.name)),
+        *("-append", kernel_cmdline(guest.name, boot_unit)),
         *("-chardev", f"file,id=console,path={guest.console_log},append=on"),
         *("-serial", "chardev:console"),
         *(arg for drive in drives for arg in ("-drive", drive)),
@@ -138,7 +147,7 @@ def create_overlay(guest: GuestDir, disk: GuestDisk) -> None:
     guest.path.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [
-            *(qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw"),
+            *(qemu_img, "create", "-q", "-f", "qcow2", "-F", disk.image_format),
             *("-b", str(disk.image), str(guest.overlay)),
         ],
         capture_output=True,

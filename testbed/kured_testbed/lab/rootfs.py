@@ -52,6 +52,7 @@ MASKED_UNITS = (
 ENABLED_UNITS = (
     "systemd-networkd.service",
     "kured-lab-config.service",
+    "kured-lab-pause.service",
     "kured-lab-images.service",
     "containerd.service",
     "kubelet.service",
@@ -77,6 +78,7 @@ class GuestDisk:
     image: Path
     kernel: Path
     initrd: Path
+    image_format: str = "raw"
 
 
 def ensure_rootfs(log_dir: Path) -> Path:
@@ -107,7 +109,14 @@ def ensure_disk(binaries: Path, log_dir: Path) -> GuestDisk:
     """The cached guest disk for these Kubernetes binaries (built in seconds from the rootfs)."""
     rootfs = ensure_rootfs(log_dir)
     key = cache.digest(
-        [str(rootfs), *cache.tree_parts(GUEST_FILES), *_binary_identity(binaries), "ext4 4G"]
+        [
+            str(rootfs),
+            *cache.tree_parts(GUEST_FILES),
+            *_binary_identity(binaries),
+            "ext4 4G",
+            *ENABLED_UNITS,
+            *MASKED_UNITS,
+        ]
     )
     target = cache.cache_root() / f"disk-{key}"
     disk = GuestDisk(target / "root.img", target / "vmlinuz", target / "initrd.img")
