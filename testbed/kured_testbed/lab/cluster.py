@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 
 import yaml
 from lightkube import AsyncClient, codecs
@@ -81,7 +80,7 @@ async def point_kubernetes_service(client: AsyncClient, port: int) -> None:
 
 
 def start_guests(
-    plane: ControlPlane, fleet: FleetConfig, disk: GuestDisk, images: list[Path], accel: Accel
+    plane: ControlPlane, fleet: FleetConfig, disk: GuestDisk, accel: Accel
 ) -> list[GuestDir]:
     """Make each guest's overlay and config disk and power it on."""
     ca_pem = (plane.state.root / "certs" / "apiserver.crt").read_bytes()
@@ -97,11 +96,9 @@ def start_guests(
             f"{FLEET_LABEL}={fleet.name}",
         )
         guest.config_disk.write_bytes(
-            guestconfig.config_tar(
-                identity, api_port(plane), ca_pem, PAUSE_IMAGE, guests.image_devices(images)
-            )
+            guestconfig.config_tar(identity, api_port(plane), ca_pem, PAUSE_IMAGE)
         )
-        guests.start(guest, disk, images, accel)
+        guests.start(guest, disk, accel)
         started.append(guest)
     return started
 

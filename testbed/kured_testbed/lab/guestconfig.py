@@ -157,7 +157,6 @@ def config_tar(
     port: int,
     ca_pem: bytes,
     pause_image: str,
-    image_devices: list[str],
 ) -> bytes:
     """The guest's config disk: a tar of the files under /run/kured-lab."""
     cert, key = serving_certificate(node.name)
@@ -165,10 +164,6 @@ def config_tar(
         "NODE_NAME": node.name,
         "NODE_IP": NODE_IP,
         "HOUSEKEEPING_INTERVAL": HOUSEKEEPING_INTERVAL,
-        # The first image is the pause image (kubelet waits for it), the rest follow; none
-        # on a baked disk, whose containerd has them already.
-        "PAUSE_DEVICE": " ".join(image_devices[:1]),
-        "IMAGE_DEVICES": " ".join(image_devices[1:]),
         "NODE_LABELS": node.labels,
     }
     files: dict[str, bytes | str] = {

@@ -2,9 +2,10 @@
 need kept reachable there: the QMP socket (system_reset), QEMU's pid file (SIGKILL), the
 guest agent's socket (exec) and the serial console log (kept across boots).
 
-Each guest boots the cached base disk through its own qcow2 overlay, its config disk (a tar,
-see guestconfig) and the image disks read-only, on QEMU's user-mode network (slirp: no host
-interface, no bridge; see guest/etc/systemd/network for why nothing off-machine is reachable).
+Each guest boots the cached base disk (the images already in its containerd store) through
+its own qcow2 overlay, with its config disk (a tar, see guestconfig) read-only, on QEMU's
+user-mode network (slirp: no host interface, no bridge; see guest/etc/systemd/network for
+why nothing off-machine is reachable).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ log = logging.getLogger("kured_testbed")
 
 Accel = Literal["tcg", "kvm"]
 MEMORY_MIB = 1024
-# The first image disk is /dev/vdc: vda is the root overlay, vdb the config disk.
-_FIRST_IMAGE_DEVICE = ord("c")
 
 
 @dataclass(frozen=True)
@@ -80,15 +79,9 @@ def guest_dirs(state_root: Path) -> list[GuestDir]:
     return [GuestDir(path) for path in sorted(root.iterdir())] if root.is_dir() else []
 
 
-def image_devices(images: list[Path]) -> list[str]:
-    """The guest's device names of the image disks, in the order they are attached."""
-    return [f"/dev/vd{chr(_FIRST_IMAGE_DEVICE + i)}" for i in range(len(images))]
-
-
-def kernel_cmdline(name: str, boot_unit: str | None = None) -> str:
+def kernel_cmdline(name: str) -> str:
     return " ".join(
         [
-            *([f"systemd.unit={boot_unit}"] if boot_unit else []),
             "console=ttyS0",
             "root=/dev/vda",
             "rw",
@@ -103,14 +96,7 @@ def kernel_cmdline(name: str, boot_unit: str | None = None) -> str:
     )
 
 
-def qemu_argv(
-    guest: GuestDir,
-    disk: GuestDisk,
-    images: list[Path],
-    accel: Accel,
-    *,
-    boot_unit: str | None = None,
-) -> list[str]:
+def qemu_argv(guest: GuestDir, disk: GuestDisk, accel: Accel) -> list[str]:
     qemu = require_tool("qemu-system-x86_64", "qemu-system-x86")
     # TCG's translation cache defaults to 1 GiB of host memory per guest; 192 MiB is plenty.
     accel_args = ["-accel", "tcg,thread=multi,tb-size=192", "-cpu", "max"]
@@ -119,7 +105,6 @@ def qemu_argv(
     drives = [
         f"file={guest.overlay},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
         f"file={guest.config_disk},if=virtio,format=raw,readonly=on",
-        *(f"file={image},if=virtio,format=raw,readonly=on" for image in images),
     ]
     return [
         qemu,
@@ -128,7 +113,7 @@ def qemu_argv(
         *("-m", str(MEMORY_MIB), "-smp", "1"),
         *("-nodefaults", "-no-user-config", "-display", "none"),
         *("-kernel", str(disk.kernel), "-initrd", str(disk.initrd)),
-        *("-append", kernel_cmdline(guest.name, boot_unit)),
+        *("-append", kernel_cmdline(guest.name)),
         *("-chardev", f"file,id=console,path={guest.console_log},append=on"),
         *("-serial", "chardev:console"),
         *(arg for drive in drives for arg in ("-drive", drive)),
@@ -147,7 +132,7 @@ def create_overlay(guest: GuestDir, disk: GuestDisk) -> None:
     guest.path.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [
-            *(qemu_img, "create", "-q", "-f", "qcow2", "-F", disk.image_format),
+            *(qemu_img, "create", "-q", "-f", "qcow2", "-F", "raw"),
             *("-b", str(disk.image), str(guest.overlay)),
         ],
         capture_output=True,
@@ -158,9 +143,9 @@ def create_overlay(guest: GuestDir, disk: GuestDisk) -> None:
         raise SandboxError(f"qemu-img create failed: {result.stderr.strip()[:300]}")
 
 
-def start(guest: GuestDir, disk: GuestDisk, images: list[Path], accel: Accel) -> int:
+def start(guest: GuestDir, disk: GuestDisk, accel: Accel) -> int:
     """Power the guest on (its config disk and overlay must exist); returns QEMU's pid."""
-    argv = qemu_argv(guest, disk, images, accel)
+    argv = qemu_argv(guest, disk, accel)
     proc = procs.spawn(argv, log=guest.qemu_log, pid_file=guest.pid_file)
     log.info("guest %s started (pid %d; console: %s)", guest.name, proc.pid, guest.console_log)
     return proc.pid

@@ -52,13 +52,12 @@ MASKED_UNITS = (
 ENABLED_UNITS = (
     "systemd-networkd.service",
     "kured-lab-config.service",
-    "kured-lab-pause.service",
-    "kured-lab-images.service",
     "containerd.service",
     "kubelet.service",
     "kube-proxy.service",
 )
 GUEST_FILES = Path(__file__).with_name("guest")
+PRELOAD = Path(__file__).with_name("preload-images.sh")
 _MMDEBSTRAP_OPTIONS = (
     "--variant=minbase",
     "--mode=root",
@@ -78,7 +77,6 @@ class GuestDisk:
     image: Path
     kernel: Path
     initrd: Path
-    image_format: str = "raw"
 
 
 def ensure_rootfs(log_dir: Path) -> Path:
@@ -105,11 +103,17 @@ def ensure_rootfs(log_dir: Path) -> Path:
     return root
 
 
-def ensure_disk(binaries: Path, log_dir: Path) -> GuestDisk:
-    """The cached guest disk for these Kubernetes binaries (built in seconds from the rootfs)."""
+def ensure_disk(binaries: Path, images: list[Path], log_dir: Path) -> GuestDisk:
+    """The cached guest disk for these Kubernetes binaries and images (built in seconds from
+    the rootfs): the images are in the guest's containerd store already, so no guest imports
+    anything when it boots."""
     rootfs = ensure_rootfs(log_dir)
     key = cache.digest(
         [
+            *(
+                f"{image.name}:{image.stat().st_size}:{image.stat().st_mtime_ns}"
+                for image in images
+            ),
             str(rootfs),
             *cache.tree_parts(GUEST_FILES),
             *_binary_identity(binaries),
@@ -127,6 +131,7 @@ def ensure_disk(binaries: Path, log_dir: Path) -> GuestDisk:
     staging = target / "staging"
     run_step("guest-copy", ["cp", "-a", str(rootfs), str(staging)], log_dir)
     _add_lab_files(staging, binaries, log_dir)
+    run_step("guest-images", ["bash", str(PRELOAD), str(staging), *map(str, images)], log_dir)
     _take_boot_files(staging, disk)
     mke2fs = require_tool("mke2fs", "e2fsprogs")
     run_step(

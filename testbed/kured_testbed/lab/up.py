@@ -1,6 +1,6 @@
 """`kured-lab up` and `down`: build (or reuse) the guest disk and the images while the
-control plane starts, power the guests on, wait until each is a Ready Node with its images
-loaded, put the workload across the nodes and install kured as users deploy it.
+control plane starts, power the guests on, wait until each is a Ready Node, put the
+workload across the nodes and install kured as users deploy it.
 
 Each phase's duration goes to STATE/lab.json (docs/lab.md quotes them).
 """
@@ -21,7 +21,7 @@ from lightkube.resources.apps_v1 import DaemonSet
 
 from kured_testbed.controlplane import ControlPlane, ensure_binaries
 from kured_testbed.controlplane import down as stop_control_plane
-from kured_testbed.lab import bake, cluster, guests, install, rootfs
+from kured_testbed.lab import cluster, guests, install, rootfs
 from kured_testbed.lab.debian import ensure_packages
 from kured_testbed.lab.guests import Accel
 from kured_testbed.lab.images import PAUSE_IMAGE, ensure_images
@@ -88,7 +88,7 @@ async def up(state_dir: Path, settings: LabSettings) -> Phases:
     )
     plane, disk = await asyncio.gather(
         phases.timed("control plane", start),
-        phases.timed("builds", _builds(binaries, logs / "build", settings.accel)),
+        phases.timed("builds", _builds(binaries, logs / "build")),
     )
     try:
         async with plane.client() as client:
@@ -108,7 +108,7 @@ async def _bring_up(
 ) -> None:
     fleet = cluster.lab_fleet(settings.nodes)
     await cluster.point_kubernetes_service(client, cluster.api_port(plane))
-    members = cluster.start_guests(plane, fleet, disk, [], settings.accel)
+    members = cluster.start_guests(plane, fleet, disk, settings.accel)
     _record(plane.state.root, settings, phases)
     await phases.timed("nodes Ready", cluster.wait_joined(client, members, settings.accel))
     await phases.timed(
@@ -121,13 +121,13 @@ async def _bring_up(
     _record(plane.state.root, settings, phases)
 
 
-async def _builds(binaries: Path, log_dir: Path, accel: Accel) -> rootfs.GuestDisk:
-    """The guest disk with the images loaded (each piece cached; the two builds at once)."""
-    disk, images = await asyncio.gather(
-        asyncio.to_thread(rootfs.ensure_disk, binaries, log_dir),
+async def _builds(binaries: Path, log_dir: Path) -> rootfs.GuestDisk:
+    """The guest disk with the images loaded (each piece cached; rootfs and images at once)."""
+    _, images = await asyncio.gather(
+        asyncio.to_thread(rootfs.ensure_rootfs, log_dir),
         asyncio.to_thread(ensure_images, log_dir),
     )
-    return await asyncio.to_thread(bake.ensure_baked, disk, images, accel)
+    return await asyncio.to_thread(rootfs.ensure_disk, binaries, images, log_dir)
 
 
 async def install_kured(plane: ControlPlane, client: AsyncClient, settings: LabSettings) -> None:
