@@ -46,15 +46,30 @@ CMD ["python3"]
 _DROP_BYTECODE = (
     'find "$1/usr/lib/python3" "$1/usr/lib/python3.11" -name __pycache__ -prune -exec rm -rf {} +'
 )
+# debian:*-slim's /etc/dpkg/dpkg.cfg.d/docker: no documentation, manuals or translations.
+_SLIM_DPKG_OPTIONS = (
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/groff/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/lintian/*",
+    "path-exclude=/usr/share/linda/*",
+    "path-exclude=/usr/share/locale/*",
+)
 _INDEX_KEYS = ("index-url", "extra-index-url", "trusted-host")
 _DEFAULT_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def mmdebstrap_argv(rootfs_tar: Path) -> list[str]:
+    """merged-usr hook: /usr merged by symlinks, so no usrmerge package (and the 47 MB of
+    perl it needs); dpkg excludes: those of debian:bookworm-slim, python:3.11-slim's base."""
     return [
         "mmdebstrap",
         "--variant=minbase",
         f"--include={','.join(PACKAGES)}",
+        "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+        *(f"--dpkgopt={option}" for option in _SLIM_DPKG_OPTIONS),
         f"--customize-hook={_DROP_BYTECODE}",
         "bookworm",
         str(rootfs_tar),
