@@ -20,7 +20,7 @@ from qemu.qmp.error import QMPError
 from kured_testbed.lab.guests import GuestDir
 from kured_testbed.state import SandboxError
 
-_POLL_SECONDS = 0.2
+_POLL_SECONDS = 0.5  # each poll is a log line of qemu-ga in the guest journal
 _CONNECT_SECONDS = 10.0
 
 

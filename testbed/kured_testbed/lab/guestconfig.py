@@ -27,8 +27,12 @@ HOST_FROM_GUEST = "10.0.2.2"  # QEMU user-mode networking's gateway = the host's
 NODE_IP = "10.0.2.15"  # every slirp guest's own address
 CLUSTER_CIDR = "10.244.0.0/16"
 API_SERVER_NAME = "kubernetes"  # in the API server's self-signed certificate
-# kubelet's cAdvisor housekeeping (default 10 s) is the largest idle cost of a TCG guest.
-HOUSEKEEPING_INTERVAL = "30s"
+# Idle costs of a TCG guest, measured (docs/lab.md): cAdvisor housekeeping (default 10 s),
+# kube-proxy's periodic full iptables resync (default 30 s), and log lines through journald.
+HOUSEKEEPING_INTERVAL = "1m"
+# No DNS server in the lab: a nameserver nobody answers keeps the kubelet from logging and
+# posting a MissingClusterDNS event at every sync of every pod (kured uses the Service IP).
+CLUSTER_DNS = "10.0.0.10"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ def kubelet_config() -> dict[str, Any]:
         "tlsPrivateKeyFile": "/run/kured-lab/kubelet.key",
         "failSwapOn": False,
         "resolvConf": "/etc/resolv.conf",
+        "clusterDNS": [CLUSTER_DNS],
+        "clusterDomain": "cluster.local",
         # A 4 GiB disk and 1 GiB of memory: no image GC or eviction in a lab that lives
         # for minutes.
         "evictionHard": {"memory.available": "20Mi", "nodefs.available": "1%"},
@@ -88,6 +94,7 @@ def kube_proxy_config(name: str) -> dict[str, Any]:
         "clusterCIDR": CLUSTER_CIDR,
         # The guest's conntrack table is the kernel's default; kube-proxy leaves it alone.
         "conntrack": {"maxPerCore": 0},
+        "iptables": {"syncPeriod": "5m", "minSyncPeriod": "1s"},
         "metricsBindAddress": "127.0.0.1:10249",
         "healthzBindAddress": "127.0.0.1:10256",
     }
@@ -110,7 +117,6 @@ def cni_config(index: int) -> dict[str, Any]:
                     "routes": [{"dst": "0.0.0.0/0"}],
                 },
             },
-            {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from lightkube import AsyncClient
 from lightkube.resources.apps_v1 import DaemonSet
@@ -25,13 +25,12 @@ from kured_testbed.lab import cluster, guests, install, rootfs
 from kured_testbed.lab.debian import ensure_packages
 from kured_testbed.lab.guests import Accel
 from kured_testbed.lab.images import PAUSE_IMAGE, ensure_images
+from kured_testbed.lab.install import Method, Source
 from kured_testbed.state import SandboxError, SandboxState, atomic_write, read_json
 from kured_testbed.workload import deploy_workload
 
 log = logging.getLogger("kured_testbed")
 
-Method = Literal["command", "signal"]
-Source = Literal["manifests", "helm"]
 T = TypeVar("T")
 # {probe: Debian package} the guests need on the host (the images add their own).
 HOST_PACKAGES = {
