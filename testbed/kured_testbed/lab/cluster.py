@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import yaml
 from lightkube import AsyncClient, codecs
@@ -109,16 +110,24 @@ def _ready(node: Node) -> bool:
 
 
 def _check_guest(guest: GuestDir, accel: Accel, started: float) -> None:
-    """Fail at once for a guest that is gone, or that KVM cannot boot."""
-    if guest.pid() is None:
-        raise SandboxError(f"QEMU of {guest.name} exited (log: {guest.qemu_log})")
-    if accel == "kvm" and time.monotonic() - started > KVM_BANNER_SECONDS:
+    """Fail at once for a guest that is gone, or that KVM cannot boot (seen here: QEMU
+    aborting on an MSR the paravirtual KVM refuses, or a kernel that resets before it
+    prints its banner)."""
+    exited = guest.pid() is None
+    if accel == "kvm" and (exited or time.monotonic() - started > KVM_BANNER_SECONDS):
         text = guest.console_log.read_text(errors="replace") if guest.console_log.exists() else ""
-        if "Linux version" not in text:
+        if exited or "Linux version" not in text:
             raise SandboxError(
                 f"{guest.name} does not boot under --accel kvm (this host's KVM cannot run "
-                f"Debian's kernel; use --accel tcg; console: {guest.console_log})"
+                f"it: {_last_line(guest.qemu_log) or 'no kernel output'}); use --accel tcg"
             )
+    if exited:
+        raise SandboxError(f"QEMU of {guest.name} exited (log: {guest.qemu_log})")
+
+
+def _last_line(log: Path) -> str:
+    lines = log.read_text(errors="replace").split("\n") if log.exists() else []
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")[:200]
 
 
 async def wait_joined(
