@@ -110,13 +110,14 @@ async def _bring_up(
     members = cluster.start_guests(plane, fleet, disk, settings.accel)
     _record(plane.state.root, settings, phases)
     await phases.timed("nodes Ready", cluster.wait_joined(client, members, settings.accel))
-    await phases.timed(
-        "workload Ready",
-        deploy_workload(
-            client, fleet, namespace=WORKLOAD_NAMESPACE, image=PAUSE_IMAGE, within=READY_SECONDS
-        ),
+    # Both at once: on TCG nodes each pod takes minutes to start, and neither needs the other.
+    workload = deploy_workload(
+        client, fleet, namespace=WORKLOAD_NAMESPACE, image=PAUSE_IMAGE, within=READY_SECONDS
     )
-    await phases.timed("kured Ready", install_kured(plane, client, settings))
+    await asyncio.gather(
+        phases.timed("workload Ready", workload),
+        phases.timed("kured Ready", install_kured(plane, client, settings)),
+    )
     _record(plane.state.root, settings, phases)
 
 
