@@ -88,8 +88,13 @@ async def up(state_dir: Path, settings: LabSettings) -> Phases:
     plane, disk = await asyncio.gather(
         phases.timed("control plane", start),
         phases.timed("builds", _builds(binaries, logs / "build")),
+        return_exceptions=True,
     )
     try:
+        if isinstance(disk, BaseException):
+            raise disk
+        if isinstance(plane, BaseException):
+            raise plane
         async with plane.client() as client:
             await _bring_up(plane, client, settings, phases, disk)
     except BaseException:
