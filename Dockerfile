@@ -15,16 +15,20 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 RUN python -m venv --without-pip /opt/venv \
  && python -m pip --python /opt/venv/bin/python install --no-compile \
       --constraint requirements.lock /wheels/kured-*.whl
-# unchecked-hash: the .pyc files are used without looking at the sources' timestamps. -o 2: for
-# PYTHONOPTIMIZE=2 below (bytecode without docstrings and asserts: 2.1 MiB less RSS per daemon,
-# bench/README.md rss_mib; kured's --help is unchanged, kuredctl's loses its docstring texts).
-RUN python -m compileall -q -j 0 -o 2 --invalidation-mode unchecked-hash /opt/venv
+# unchecked-hash: the .pyc files are used without looking at the sources' timestamps. No
+# PYTHONOPTIMIZE (nor -o 2): -OO drops docstrings, and kuredctl's --help is made of them; its
+# 2.3 MiB less RSS per daemon is not worth an incomplete --help (docs/lab.md, image facts).
+RUN python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
 
 FROM ${PYTHON_IMAGE}
 # nsenter (util-linux, Essential in Debian, so already in the slim image) runs the reboot
 # command in the host's mount namespace. User 65532 is there for running kured as non-root,
 # which only works without rebooting (see USER below).
+# The standard library's bytecode: python:3.11-slim deletes every .pyc, so on a read-only root
+# each start would compile the ~150 modules kured imports again (site-packages: pip, unused).
 RUN command -v nsenter \
+ && python -m compileall -q -j 0 --invalidation-mode unchecked-hash -x /site-packages/ \
+      "$(python -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
  && groupadd --system --gid 65532 kured \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin kured
@@ -33,7 +37,6 @@ COPY --from=build /opt/venv /opt/venv
 RUN ln -s /opt/venv/bin/kured /usr/bin/kured
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONOPTIMIZE=2 \
     PYTHONUNBUFFERED=1
 # Root, as Go kured's image: both reboot methods need root's capabilities (nsenter into PID 1's
 # mount namespace with --reboot-method=command, signalling PID 1 with signal), and a non-root

@@ -7,12 +7,13 @@ UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: manifests apprise-schemes help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean test-deps
+.PHONY: manifests apprise-schemes help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean test-deps lab lab-test
 
 help:
 	@echo "make demo   - local control plane + simulated nodes, kured rolling through them"
 	@echo "make test   - lint, type check and the whole test suite (installs everything)"
 	@echo "make chaos  - long fault-injection run;  make bench - benchmarks"
+	@echo "make lab    - 3 QEMU guests as real nodes, kured rolling them (make lab-test: tests/lab)"
 
 $(STAMP): requirements.lock pyproject.toml testbed/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,14 @@ test: $(STAMP) control-plane lint typecheck test-deps
 
 demo: $(STAMP) control-plane
 	$(BIN)/python -m kured_testbed.demo
+
+# The real-node lab (docs/lab.md): Debian packages, guest disk and images are installed and
+# built on first use (cached under ~/.cache/kured-lab).
+lab: $(STAMP) control-plane
+	$(BIN)/python -m kured_testbed.lab.demo
+
+lab-test: $(STAMP) control-plane
+	$(BIN)/pytest -q -p no:cacheprovider tests/lab
 
 chaos: $(STAMP) control-plane
 	$(BIN)/python -m kured_testbed.chaos

@@ -25,8 +25,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ _USERS = {
     # The node simulator: its writes (pod status, final deletes) are not the admin's.
     "kubelet": ("sandbox-kubelet", "system:masters"),
 }
+
+_UserTable = Mapping[str, tuple[str, str]]
 
 _AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
@@ -170,6 +172,16 @@ def kubeconfig_text(server: str, ca_pem: bytes, token: str, user: str) -> str:
 
 
 @dataclass(frozen=True)
+class Options:
+    """What another user of the control plane (the real-node lab) adds to the sandbox's: more
+    token users (name -> (user, groups); each gets STATE/components/<name>.kubeconfig) and API
+    server flags that replace or extend the sandbox's (e.g. authorization-mode)."""
+
+    users: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    apiserver_flags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class _Ports:
     etcd_client: int
     etcd_peer: int
@@ -179,11 +191,14 @@ class _Ports:
 class _Launcher:
     """The command lines of the four components, given the binaries and the state dir."""
 
-    def __init__(self, state: SandboxState, binaries: Path, etcd: str, ports: _Ports) -> None:
+    def __init__(
+        self, state: SandboxState, binaries: Path, etcd: str, ports: _Ports, options: Options
+    ) -> None:
         self.state = state
         self.binaries = binaries
         self.etcd = etcd
         self.ports = ports
+        self.options = options
 
     @property
     def server(self) -> str:
@@ -220,7 +235,8 @@ class _Launcher:
 
     def _apiserver(self) -> list[str]:
         root = self.state.root
-        return [
+        flags = self.options.apiserver_flags
+        sandbox = [
             str(self.binaries / "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
             "--bind-address=127.0.0.1",
@@ -244,6 +260,8 @@ class _Launcher:
             "--audit-log-maxsize=1024",
             "--profiling=false",
         ]
+        kept = [arg for arg in sandbox if arg.split("=", 1)[0].removeprefix("--") not in flags]
+        return kept + [f"--{name}={value}" for name, value in flags.items()]
 
     def _client_flags(self, component: str) -> list[str]:
         return [
@@ -287,7 +305,12 @@ class ControlPlane:
 
     @classmethod
     def start(
-        cls, state_dir: Path, *, apiserver_port: int | None = None, timeout: float = 120.0
+        cls,
+        state_dir: Path,
+        *,
+        apiserver_port: int | None = None,
+        timeout: float = 120.0,
+        options: Options | None = None,
     ) -> ControlPlane:
         """Start a fresh control plane in state_dir, cleaning a stale one left by a crashed
         run; refuses if a live one is there. Returns once the API server is ready and the
@@ -300,15 +323,17 @@ class ControlPlane:
         etcd = require_tool("etcd", "etcd-server")
         openssl = require_tool("openssl", "openssl")
         ports = _Ports(free_port(), free_port(), apiserver_port or free_port())
-        launcher = _Launcher(state, binaries, etcd, ports)
-        tokens = {name: secrets.token_hex(16) for name in _USERS}
+        options = options or Options()
+        launcher = _Launcher(state, binaries, etcd, ports, options)
+        users = {**_USERS, **options.users}
+        tokens = {name: secrets.token_hex(16) for name in users}
         admin = tokens["admin"]
         try:
-            _write_static_files(state, openssl, tokens)
+            _write_static_files(state, openssl, tokens, users)
             for name in ("etcd", "kube-apiserver"):
                 _spawn(state, name, launcher.argv(name))
             _wait_apiserver(state, launcher.server, admin, time.monotonic() + timeout)
-            _write_kubeconfigs(state, launcher, tokens)
+            _write_kubeconfigs(state, launcher, tokens, users)
             for name in ("kube-controller-manager", "kube-scheduler"):
                 _spawn(state, name, launcher.argv(name))
             _wait_controller_manager(state, launcher.server, admin, time.monotonic() + timeout)
@@ -387,10 +412,10 @@ def _clear_previous(state: SandboxState) -> None:
     state.root.mkdir(parents=True, exist_ok=True)
 
 
-def _write_static_files(state: SandboxState, openssl: str, tokens: dict[str, str]) -> None:
-    lines = [
-        f'{tokens[name]},{user},{user},"{groups}"\n' for name, (user, groups) in _USERS.items()
-    ]
+def _write_static_files(
+    state: SandboxState, openssl: str, tokens: dict[str, str], users: _UserTable
+) -> None:
+    lines = [f'{tokens[name]},{user},{user},"{groups}"\n' for name, (user, groups) in users.items()]
     atomic_write(state.root / "tokens.csv", "".join(lines))
     atomic_write(state.root / "audit-policy.yaml", yaml.safe_dump(_AUDIT_POLICY))
     result = subprocess.run(
@@ -403,10 +428,12 @@ def _write_static_files(state: SandboxState, openssl: str, tokens: dict[str, str
         raise SandboxError(f"openssl genrsa failed: {result.stderr.strip()[:300]}")
 
 
-def _write_kubeconfigs(state: SandboxState, launcher: _Launcher, tokens: dict[str, str]) -> None:
+def _write_kubeconfigs(
+    state: SandboxState, launcher: _Launcher, tokens: dict[str, str], users: _UserTable
+) -> None:
     """The admin's and each component's kubeconfig, trusting the API server's own cert."""
     ca_pem = launcher.serving_cert.read_bytes()
-    for name, (user, _) in _USERS.items():
+    for name, (user, _) in users.items():
         path = state.kubeconfig if name == "admin" else state.component_kubeconfig(name)
         atomic_write(path, kubeconfig_text(launcher.server, ca_pem, tokens[name], user))
 

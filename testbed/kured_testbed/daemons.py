@@ -41,8 +41,6 @@ _MAX_BACKOFF = 10.0
 # A daemon that ran this long before exiting starts again without accumulated back-off.
 _STABLE_SECONDS = 30.0
 _POLL_SECONDS = 0.5
-# As the image runs kured (Dockerfile): -OO, without docstrings and asserts (2.1 MiB less RSS).
-IMAGE_ENVIRONMENT = {"PYTHONOPTIMIZE": "2"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,6 @@ class DaemonSpec:
     def environ(self, node_dir: NodeDir) -> dict[str, str]:
         return {
             **os.environ,
-            **IMAGE_ENVIRONMENT,
             **self.env,
             "KURED_SANDBOX_NODE_DIR": str(node_dir.path),
             "PYTHONUNBUFFERED": "1",
@@ -171,12 +168,12 @@ class Daemons:
 
 @functools.cache
 def compile_bytecode() -> None:
-    """Byte-compile kured and the venv's packages for ``PYTHONOPTIMIZE=2``, as the image's build
-    does: daemons that compiled them from source at every start (``PYTHONDONTWRITEBYTECODE``)
-    would each spend a second of CPU on it and keep 3 MiB more RSS. Once per process; quick
-    when nothing changed."""
+    """Byte-compile kured and the venv's packages, as the image's build does (and, as the image,
+    for no PYTHONOPTIMIZE: kuredctl's --help is made of docstrings): daemons that compiled them
+    from source at every start (``PYTHONDONTWRITEBYTECODE``) would each spend a second of CPU on
+    it and keep 3 MiB more RSS. Once per process; quick when nothing changed."""
     for directory in (Path(kured.__file__).parent, Path(sysconfig.get_paths()["purelib"])):
-        compileall.compile_dir(directory, quiet=2, optimize=2, workers=0)
+        compileall.compile_dir(directory, quiet=2, optimize=0, workers=0)
 
 
 def kured_command(kubeconfig: Path, namespace: str, flags: list[str]) -> list[str]:

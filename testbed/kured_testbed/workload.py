@@ -26,26 +26,26 @@ def default_namespace(fleet: str) -> str:
     return f"{fleet}-workload"
 
 
-def _pod_spec(fleet: str, volumes: list[dict[str, Any]]) -> dict[str, Any]:
+def _pod_spec(fleet: str, volumes: list[dict[str, Any]], image: str) -> dict[str, Any]:
     mounts = [{"name": volume["name"], "mountPath": f"/{volume['name']}"} for volume in volumes]
     return {
         "nodeSelector": {FLEET_LABEL: fleet},
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
-        "containers": [{"name": "app", "image": IMAGE, "volumeMounts": mounts}],
+        "containers": [{"name": "app", "image": image, "volumeMounts": mounts}],
         "volumes": volumes,
     }
 
 
 def _pod_template(
-    app: str, fleet: str, stop_seconds: float, volumes: list[dict[str, Any]]
+    app: str, fleet: str, stop_seconds: float, volumes: list[dict[str, Any]], image: str
 ) -> dict[str, Any]:
     return {
         "metadata": {
             "labels": {"app": app},
             "annotations": {STOP_SECONDS_ANNOTATION: f"{stop_seconds:g}"},
         },
-        "spec": _pod_spec(fleet, volumes),
+        "spec": _pod_spec(fleet, volumes, image),
     }
 
 
@@ -81,22 +81,29 @@ def _pdb(name: str, namespace: str, budget: dict[str, int]) -> dict[str, Any]:
 
 
 def workload_objects(
-    fleet: FleetConfig, namespace: str, replicas: int | None, stop_seconds: float
+    fleet: FleetConfig,
+    namespace: str,
+    replicas: int | None,
+    stop_seconds: float,
+    image: str = IMAGE,
 ) -> list[dict[str, Any]]:
-    """The workload's objects as manifests (namespace first)."""
+    """The workload's objects as manifests (namespace first); real nodes (the lab) run an
+    image they have instead of the simulated kubelet's placeholder."""
     web = replicas if replicas is not None else max(2, fleet.nodes)
     scratch = [{"name": "scratch", "emptyDir": {}}]
-    standalone = _pod_template(STANDALONE_POD, fleet.name, stop_seconds, [])
+    standalone = _pod_template(STANDALONE_POD, fleet.name, stop_seconds, [], image)
     standalone["metadata"]["name"] = STANDALONE_POD
     standalone["metadata"]["namespace"] = namespace
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-        _deployment("web", namespace, web, _pod_template("web", fleet.name, stop_seconds, [])),
+        _deployment(
+            "web", namespace, web, _pod_template("web", fleet.name, stop_seconds, [], image)
+        ),
         _pdb("web", namespace, {"maxUnavailable": 1}),
-        _deployment("db", namespace, 2, _pod_template("db", fleet.name, stop_seconds, [])),
+        _deployment("db", namespace, 2, _pod_template("db", fleet.name, stop_seconds, [], image)),
         _pdb("db", namespace, {"minAvailable": 1}),
         _deployment(
-            "cache", namespace, 1, _pod_template("cache", fleet.name, stop_seconds, scratch)
+            "cache", namespace, 1, _pod_template("cache", fleet.name, stop_seconds, scratch, image)
         ),
         {"apiVersion": "v1", "kind": "Pod", **standalone},
     ]
@@ -110,10 +117,11 @@ async def deploy_workload(
     replicas: int | None = None,
     stop_seconds: float = 1.0,
     within: float = 60.0,
+    image: str = IMAGE,
 ) -> str:
     """Apply the workload and wait until all its pods are Ready; returns the namespace."""
     namespace = namespace or default_namespace(fleet.name)
-    for manifest in workload_objects(fleet, namespace, replicas, stop_seconds):
+    for manifest in workload_objects(fleet, namespace, replicas, stop_seconds, image):
         await client.apply(codecs.from_dict(manifest), force=True)
     await _wait_available(client, namespace, time.monotonic() + within)
     return namespace

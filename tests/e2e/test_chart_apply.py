@@ -22,8 +22,8 @@ from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Namespace
 
 from kured_testbed.api import wait_until
+from kured_testbed.chart import render_objects
 from kured_testbed.controlplane import ControlPlane
-from tests.chart import render_manifests
 
 pytestmark = pytest.mark.e2e
 
@@ -45,9 +45,7 @@ class Install:
 
     def objects(self) -> list[dict[str, Any]]:
         values = {**self.values, **NOT_SCHEDULED}
-        objects: list[dict[str, Any]] = render_manifests.render_objects(
-            values, self.release, self.namespace
-        )
+        objects: list[dict[str, Any]] = render_objects(values, self.release, self.namespace)
         return objects
 
 

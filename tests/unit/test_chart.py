@@ -19,7 +19,7 @@ import yaml
 
 from kured.args import kured_command, parse_args
 from kured.config import Config
-from tests.chart import render_manifests
+from kured_testbed.chart import render_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "kured"
@@ -70,9 +70,7 @@ def render(
     values: dict[str, Any] | None = None, release: str = "kured", namespace: str = "kube-system"
 ) -> dict[str, dict[str, Any]]:
     """The chart's objects by "Kind/name"."""
-    objects: list[dict[str, Any]] = render_manifests.render_objects(
-        values or {}, release, namespace
-    )
+    objects: list[dict[str, Any]] = render_objects(values or {}, release, namespace)
     return {f"{o['kind']}/{o['metadata']['name']}": o for o in objects}
 
 

@@ -1,6 +1,8 @@
 """The Dockerfile's image without Docker: its build stage's RUN lines run for real (paths
 moved under a temporary root), and the result starts from a read-only mount with the final
-stage's ENV and ENTRYPOINT, loading only precompiled bytecode.
+stage's ENV and ENTRYPOINT, loading only precompiled bytecode, its help and error texts as
+complete as without the image's environment (PYTHONOPTIMIZE=2 would drop kuredctl's help).
+The real image, built by the lab, is checked in tests/lab/test_image.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from kured.ctl.cli import cli as kuredctl_group
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -84,6 +88,8 @@ def test_dockerfile_is_the_image_we_mean() -> None:
     assert "--uid 65532" in run
     assert FINAL.all("USER") == ["0:0"]  # both reboot methods need root; see the Dockerfile
     assert any("compileall" in line for line in BUILD.all("RUN"))
+    # python:3.11-slim has no .pyc at all: the final stage compiles the standard library.
+    assert "compileall" in run and 'sysconfig.get_path("stdlib")' in run
 
 
 def test_build_stage_touches_only_known_image_paths() -> None:
@@ -120,9 +126,14 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_read_only(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    """argv with the final stage's ENV only, `root` bind-mounted read-only over itself."""
+def run_read_only(
+    root: Path, *argv: str, optimize: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """argv with the final stage's ENV only (without PYTHONOPTIMIZE unless `optimize`),
+    `root` bind-mounted read-only over itself."""
     env = {name: os.path.expandvars(relocate(value, root)) for name, value in FINAL.env().items()}
+    if not optimize:
+        env.pop("PYTHONOPTIMIZE", None)
     script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
     command = ["unshare", "--mount", "--map-root-user", "sh", "-c", script, str(root), *argv]
     return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -146,3 +157,32 @@ def test_kureds_modules_load_from_precompiled_bytecode(image_root: Path) -> None
     ours = [path for path in loaded if path.startswith(str(image_root))]
     assert any("/kured/" in path for path in ours)
     assert [path for path in ours if not path.endswith(".pyc")] == []
+
+
+# User-visible texts: every help, and errors for a bad flag and a missing kubeconfig.
+TEXTS = [
+    ("kured", "--help"),
+    ("kured", "--reboot-method=bogus"),
+    ("kured", "--period=soon"),
+    ("kuredctl", "--help"),
+    *[("kuredctl", name, "--help") for name in sorted(kuredctl_group.commands)],
+    ("kuredctl", "unlock", "--bogus"),
+    ("kuredctl", "--kubeconfig", "/nonexistent", "status"),
+]
+
+
+@pytest.mark.parametrize("argv", TEXTS, ids=" ".join)
+def test_texts_are_complete_under_the_images_environment(
+    image_root: Path, argv: tuple[str, ...]
+) -> None:
+    """The same output, read-only with the final stage's ENV, as with the interpreter's
+    defaults: -O/-OO (PYTHONOPTIMIZE) would drop docstrings, which kuredctl's help is."""
+    script = str(image_root / "opt" / "venv" / "bin" / argv[0])
+    image = run_read_only(image_root, script, *argv[1:])
+    plain = run_read_only(image_root, script, *argv[1:], optimize=False)
+    assert (image.returncode, image.stdout, image.stderr) == (
+        plain.returncode,
+        plain.stdout,
+        plain.stderr,
+    )
+    assert image.stdout or image.stderr
