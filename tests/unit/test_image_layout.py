@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,3 +187,14 @@ def test_texts_are_complete_under_the_images_environment(
         plain.stderr,
     )
     assert image.stdout or image.stderr
+
+
+def test_the_wheel_holds_only_kured(image_root: Path) -> None:
+    """The test bed (sandbox, lab, demo, chaos, bench) is not shipped: kured's wheel, as the
+    build stage makes it, has kured/ and its metadata only."""
+    (wheel,) = (image_root / "wheels").glob("kured-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"kured", wheel.name.split("-py3")[0] + ".dist-info"}
+    assert [name for name in names if "sandbox" in name or "testbed" in name] == []
+    assert "kured/ctl/cli.py" in names
