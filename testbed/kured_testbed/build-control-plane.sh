@@ -36,8 +36,9 @@ SRC
 fi
 log "apt-get update"
 apt-get update -qq >&2
-log "installing etcd-server golang-go rsync dpkg-dev"
-apt-get install -y -qq --no-install-recommends etcd-server golang-go rsync dpkg-dev make >&2
+log "installing etcd-server golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev"
+apt-get install -y -qq --no-install-recommends etcd-server golang-go rsync dpkg-dev make \
+  golang-github-modern-go-reflect2-dev >&2
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kured-k8s-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -49,6 +50,15 @@ version=${orig#kubernetes_}; version=${version%.orig.tar.*}
 mkdir src && tar -xf "$orig" -C src --strip-components=1
 cd src
 mkdir -p .go/src/k8s.io && ln -s ../../.. .go/src/k8s.io/kubernetes
+# The vendored reflect2 1.0.1 iterates maps with a runtime struct that Go 1.18 made larger:
+# built with bookworm's Go 1.19, kube-apiserver dies under load with "fatal error: fault" in
+# reflect2.(*UnsafeMapType).UnsafeIterate (seen at 100 agents). Debian's 1.0.2, the upstream
+# fix with the same API, replaces it.
+reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+log "vendoring reflect2 $(dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev)"
+rsync -a --delete --exclude=go.mod "$reflect2/" vendor/github.com/modern-go/reflect2/
+sed -i 's|^\(# github.com/modern-go/reflect2\) v1.0.1$|\1 v1.0.2|' vendor/modules.txt
+sed -i 's|\(github.com/modern-go/reflect2\) v1.0.1|\1 v1.0.2|' go.mod
 log "building ${binaries[*]} ($version); about 8 minutes on 2 cores"
 GOPATH=$PWD/.go CGO_ENABLED=0 \
   make WHAT="${binaries[*]/#/cmd/}" >&2
