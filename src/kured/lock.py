@@ -283,17 +283,17 @@ class DaemonSetLock:
         """Each change of the lock or pause annotations (not of the DaemonSet's status, which
         moves with every kured pod and would wake every node for nothing)."""
         last: object = None
-        async for _event, ds in self._kube.watch_daemonset(self._namespace, self._name):
-            annotations = (ds.metadata.annotations if ds.metadata else None) or {}
+        watch = self._kube.watch_daemonset_annotations(self._namespace, self._name)
+        async for _event, seen in watch:
             relevant = frozenset(
                 (key, value)
-                for key, value in annotations.items()
+                for key, value in seen.items()
                 if key == PAUSED_ANNOTATION or key.startswith(self._base)
             )
             if relevant != last:
                 last = relevant
-                view = _view(ds, self.annotation)  # unreadable: free, it is to be rebuilt
-                yield LockChange(len(view.record.entries) < self._concurrency)
+                record = _record_or_free(seen.get(self.annotation))
+                yield LockChange(len(record.entries) < self._concurrency)
 
     async def acquire(
         self, unschedulable_before: bool, reclaim: frozenset[str] = frozenset()
@@ -409,6 +409,14 @@ def group_annotation(base: str, group: str) -> str:
     if len(name) > MAX_NAME:
         name = f"{name[: MAX_NAME - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     return f"{prefix}{slash}{name}"
+
+
+def _record_or_free(text: str | None) -> LockRecord:
+    """The lock an annotation holds; an unreadable one counts as free (it is to be rebuilt)."""
+    try:
+        return parse(text)
+    except LockFormatError:
+        return LockRecord()
 
 
 def _view(ds: DaemonSet, annotation: str) -> LockView:
