@@ -148,7 +148,6 @@ class Sized:
             idle = await idle_window(bench)
             result = await then()
             size = procs.rss_bytes(pid) or 0
-        await forget_status(bench.client, self.fleet)
         return idle, result, round(size / MIB, 1)
 
     async def ours(self) -> ModeRun:
@@ -171,6 +170,7 @@ class Sized:
 
         flags = ["--period=1h", *self.common]
         idle, (figures, rolled), rss = await self._reported(flags, whole_roll)
+        await forget_status(self.bench.client, self.fleet)  # for the next agents' first report
         extra = figures | {"kured_args": flags, "agents_process_rss_mib": rss}
         return ModeRun(idle, rolled, nodes, extra)
 
