@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -272,7 +273,12 @@ def summary(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
 async def scale(bench: Bench) -> dict[str, Any]:
     """Every --scale-nodes size in turn (smallest first), then the issue's summary and its
     plot (<out>/scale-requests.png)."""
-    runs = {nodes: await scale_at(bench, nodes) for nodes in bench.settings.scale_nodes}
+    runs: dict[int, dict[str, Any]] = {}
+    for nodes in bench.settings.scale_nodes:
+        runs[nodes] = await scale_at(bench, nodes)
+        # each size as it is done: a later, larger one may not finish
+        text = json.dumps(runs[nodes], indent=2, ensure_ascii=False)
+        (bench.out / f"scale-{nodes}.json").write_text(text + "\n")
     found = summary(runs)
     series = {
         "ours (lock watch)": _by_nodes(runs, "ours", "requests"),
