@@ -56,7 +56,7 @@ class Settings:
     settle_seconds: float = 10.0  # after the daemons' first report, before an idle window
     scale_nodes: tuple[int, ...] = (100, 1000)
     scale_concurrency: int = 10  # per zone (--lock-group-label)
-    scale_idle_seconds: float = 60.0
+    scale_idle_seconds: float = 120.0  # two polling periods: agents started together poll together
     scale_poll_seconds: float = 150.0  # of the polling roll
     timeout: float = 3600.0  # for any one wait (a roll, the daemons' first report)
     scenarios: tuple[str, ...] = SCENARIOS
