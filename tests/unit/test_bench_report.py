@@ -133,7 +133,7 @@ def test_the_defaults_are_the_issues_sizes() -> None:
     assert settings == Settings()
     assert (settings.nodes, settings.concurrency, settings.reboot_seconds) == (12, (1, 3), 5.0)
     assert (settings.stop_seconds, settings.idle_seconds) == (2.0, 120.0)
-    assert (settings.scale_nodes, settings.scale_concurrency) == ((100, 1000), 10)
+    assert (settings.scale_nodes, settings.scale_concurrency) == ((100,), 10)
     assert settings.flags("ours", 3) == ["--period=1h", "--concurrency=3"]
     assert settings.flags("polling", 1) == ["--poll-only", "--period=1m", "--concurrency=1"]
 
