@@ -7,12 +7,13 @@ UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: manifests apprise-schemes help venv control-plane lint typecheck unit e2e test demo chaos bench lock clean test-deps lab lab-test
+.PHONY: manifests apprise-schemes help venv control-plane lint typecheck unit e2e test demo chaos bench bench-full lock clean test-deps lab lab-test
 
 help:
 	@echo "make demo   - local control plane + simulated nodes, kured rolling through them"
 	@echo "make test   - lint, type check and the whole test suite (installs everything)"
 	@echo "make chaos  - long fault-injection run;  make bench - benchmarks"
+	@echo "make bench-full - the same with 10-minute idle windows and 100-1000 node scale runs"
 	@echo "make lab    - 3 QEMU guests as real nodes, kured rolling them (make lab-test: tests/lab)"
 
 $(STAMP): requirements.lock pyproject.toml testbed/pyproject.toml
@@ -65,6 +66,11 @@ chaos: $(STAMP) control-plane
 
 bench: $(STAMP) control-plane
 	$(BIN)/python -m kured_testbed.bench
+
+# The long runs: idle windows of 10 minutes (no extrapolation), four fleet sizes.
+bench-full: $(STAMP) control-plane
+	$(BIN)/python -m kured_testbed.bench --idle-seconds 600 --serial-rolls --scale-nodes 100 200 500 1000 \
+		--scale-idle-seconds 300 --scale-poll-seconds 300
 
 # Debian packages that tests run for real (prometheus); a no-op once installed.
 test-deps:

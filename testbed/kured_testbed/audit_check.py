@@ -9,7 +9,8 @@ are unit-tested with synthetic logs.
 
 The promises, for one roll in which every node got a reboot sentinel:
 
-* never more than ``concurrency`` nodes unavailable for reboot at once (cordoned by kured's
+* never more than ``concurrency`` nodes unavailable for reboot at once, in each lock group
+  where the roll has them (cordoned by kured's
   ServiceAccount and not yet uncordoned, or down for a reboot);
 * no node reboots while it is schedulable (kured drains first);
 * every node with a sentinel rebooted exactly once;
@@ -23,7 +24,7 @@ exempt from the end-of-roll promises. A node that never finished is *stuck*, cou
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -85,6 +86,9 @@ class Roll:
     final: Mapping[str, FinalNode]  # the nodes still registered at the end
     lock_holders: Sequence[str]  # what the lock objects still name at the end
     end: float  # when the roll was over
+    # node → its --lock-group-label value: each group has its own `concurrency` slots
+    # (empty: one group, the whole fleet)
+    groups: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -264,14 +268,21 @@ def most_at_once(spans: Mapping[str, Sequence[Interval]]) -> tuple[int, float, l
 
 
 def _concurrency(roll: Roll, spans: Mapping[str, Sequence[Interval]]) -> list[str]:
-    most, moment, nodes = most_at_once(spans)
-    if most <= roll.concurrency:
-        return []
-    when = datetime.fromtimestamp(moment).isoformat(timespec="milliseconds")
-    return [
-        f"{most} nodes unavailable for reboot at once at {when} "
-        f"(concurrency {roll.concurrency}): {', '.join(nodes)}"
-    ]
+    """At most ``concurrency`` nodes unavailable at once in each lock group."""
+    found = []
+    groups: list[str | None] = [*sorted(set(roll.groups.values()))] or [None]
+    for group in groups:
+        members = {n: s for n, s in spans.items() if group is None or roll.groups.get(n) == group}
+        most, moment, nodes = most_at_once(members)
+        if most <= roll.concurrency:
+            continue
+        when = datetime.fromtimestamp(moment).isoformat(timespec="milliseconds")
+        where = f" in group {group}" if group is not None else ""
+        found.append(
+            f"{most} nodes unavailable for reboot at once{where} at {when} "
+            f"(concurrency {roll.concurrency}): {', '.join(nodes)}"
+        )
+    return found
 
 
 def _reboots(roll: Roll, cordoned: Mapping[str, list[Interval]]) -> list[str]:

@@ -1,9 +1,9 @@
 """`make bench`: how fast kured rolls reboots through a sandbox fleet, how little it asks of the
 API server when there is nothing to do, how much memory a daemon takes, and whether it holds
-with 200 agents. Measured from outside the daemons; written to bench/results (latest.json,
+with up to 1000 agents. Measured from outside the daemons; written to bench/results (latest.json,
 latest.md, one Gantt chart per roll). bench/README.md defines every figure.
 
-    python -m kured_testbed.bench [--nodes 12] [--concurrency 1 3] [--idle-seconds 600] …
+    python -m kured_testbed.bench [--nodes 12] [--concurrency 1 3] [--idle-seconds 120] …
 
 One control plane; each scenario on fleets of its own, stopped when it ends, in this order
 (idle first: deleting the other scenarios' namespaces keeps the controllers busy for a while):
@@ -13,15 +13,15 @@ idle      kube-apiserver's requests with nothing to do: without daemons (the bas
 detect    one node at a time, the lock free: sentinel created → node cordoned
 makespan  every node triggered at once, for each c: ours (``--period=1h``: the lock watch
           hands over) and ours in Go kured's timing (``--poll-only --period=1m``)
-scale     200 agents in one process (:mod:`kured_testbed.manyagents`), checked against the
-          API server's audit log
+scale     for each --scale-nodes, that many agents in one process
+          (:mod:`kured_testbed.manyagents`), ours against polling on one fleet, the API
+          server's own counters per lock hand-off (:mod:`kured_testbed.benchscale`)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
 import shutil
 import signal
@@ -29,273 +29,88 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import httpx2
-from lightkube import AsyncClient
 from lightkube.config.client_adapter import AsyncClient as http_client
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import KubeConfig
-from lightkube.resources.core_v1 import Namespace, Node
-from lightkube.types import PatchType
 
 import kured
 from kured.phases.wakeups import SENTINEL_POLL_SECONDS
-from kured.policy import STATUS_ANNOTATION, Phase
-from kured_testbed import audit_check, procs
-from kured_testbed.api import Fleet, FleetConfig, audit_events, default_manifests, wait_until
-from kured_testbed.benchmath import (
-    IncompleteRoll,
-    audit_requests,
-    distribution,
-    node_phases,
-    per_node_hour,
-    phases_json,
-    requests_total,
-    roll_figures,
-)
+from kured_testbed import procs
+from kured_testbed.api import Fleet, audit_events
+from kured_testbed.benchmath import IncompleteRoll, audit_requests, distribution, per_node_hour
 from kured_testbed.benchreport import machine, write
-from kured_testbed.controlplane import ControlPlane
-from kured_testbed.manifests import (
-    apply_manifests,
-    load_manifests,
-    service_account_kubeconfig,
-    service_account_of,
+from kured_testbed.benchrun import (
+    MIB,
+    MODES,
+    SCENARIOS,
+    Bench,
+    BenchFailed,
+    Settings,
+    Watch,
+    forget_status,
+    install_kured,
+    kured_user,
+    quiet,
+    roll,
 )
-from kured_testbed.rollwatch import Roll, following
+from kured_testbed.benchscale import scale
+from kured_testbed.controlplane import ControlPlane
 from kured_testbed.state import SandboxError, UsageError
-from kured_testbed.timeline import draw
 
 PROG = "kured-bench"
-SCENARIOS = ("idle", "detect", "makespan", "scale")
-MODES = ("ours", "polling")
 RESULTS = Path(kured.__file__).resolve().parents[2] / "bench" / "results"
-MIB = 1024 * 1024
-POLL = 0.1  # seconds between looks at what the watches have seen
-
-
-class BenchFailed(SandboxError):
-    """A scenario could not be measured (a roll stuck, a watch or the agents died)."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every size of the benchmark; the defaults are the issue's."""
-
-    nodes: int = 12
-    concurrency: tuple[int, ...] = (1, 3)
-    reboot_seconds: float = 5.0
-    stop_seconds: float = 2.0  # the workload's graceful stop
-    poll_period: str = "1m"
-    idle_seconds: float = 600.0
-    settle_seconds: float = 10.0  # after the daemons' first report, before an idle window
-    scale_agents: int = 200
-    scale_concurrency: int = 5
-    timeout: float = 3600.0  # for any one wait (a roll, the daemons' first report)
-    scenarios: tuple[str, ...] = SCENARIOS
-    modes: tuple[str, ...] = MODES  # the makespan rolls' daemons
-
-    def __post_init__(self) -> None:
-        """A roll that cordons every node at once deadlocks on the workload's budgets (the
-        evicted pods have nowhere to go), so each concurrency must leave a node free."""
-        for concurrency, nodes in (
-            *((c, self.nodes) for c in self.concurrency),
-            (self.scale_concurrency, self.scale_agents),
-        ):
-            if concurrency >= nodes:
-                raise UsageError(f"concurrency {concurrency} must be below the {nodes} nodes")
-
-    def flags(self, mode: str, concurrency: int) -> list[str]:
-        """Ours reacts to events (the period is only a fallback); polling is Go kured's
-        timing: act only every period, no lock watch, no sentinel checks in between."""
-        if mode == "ours":
-            return ["--period=1h", f"--concurrency={concurrency}"]
-        return ["--poll-only", f"--period={self.poll_period}", f"--concurrency={concurrency}"]
-
-
-@dataclass
-class Watch:
-    """A fleet as its Node and lock watches show it (:class:`kured_testbed.rollwatch.Roll`)."""
-
-    roll: Roll
-    check: Callable[[], None]  # raises if a watch, or a task the run depends on, ended
-    within: float
-
-    async def until(self, condition: Callable[[], bool], what: str) -> None:
-        async def met() -> bool:
-            self.check()
-            return condition()
-
-        await wait_until(met, what=what, within=self.within, interval=POLL)
-
-    def reported(self) -> bool:
-        """Every node's daemon has published its status: its first evaluation is done."""
-        return self.roll.synced and all(view.activity for view in self.roll.views.values())
-
-    def settled(self, node: str) -> bool:
-        """The node is back in service and kured let go of it."""
-        view = self.roll.views[node]
-        return self.roll.done(node) and view.phase is Phase.IDLE and not self.roll.holders
-
-
-@dataclass
-class Bench:
-    """What every scenario needs: the control plane, clients, settings, where results go."""
-
-    plane: ControlPlane
-    client: AsyncClient
-    http: httpx2.AsyncClient  # raw requests as the admin: /metrics, /version
-    settings: Settings
-    out: Path
-    say: Callable[[str], None]
-    depends_on: list[asyncio.Task[Any]] = field(default_factory=list)
-
-    @contextlib.asynccontextmanager
-    async def fleet(self, name: str, nodes: int) -> AsyncIterator[Fleet]:
-        """A fleet of its own for a scenario, stopped and deleted after it."""
-        config = FleetConfig(name, nodes, reboot_seconds=self.settings.reboot_seconds)
-        self.say(f"{name}: starting {nodes} nodes")
-        fleet = await Fleet.start(self.plane, self.client, config, kured_namespace=f"{name}-kured")
-        try:
-            yield fleet
-        finally:
-            await fleet.stop()
-
-    async def workload(self, fleet: Fleet) -> None:
-        await fleet.workload(stop_seconds=self.settings.stop_seconds, within=self.settings.timeout)
-
-    async def run_kured(self, fleet: Fleet, flags: list[str]) -> None:
-        """Daemons on every node, as the DaemonSet's ServiceAccount (the repo's RBAC)."""
-        await fleet.run_kured(flags, manifests=default_manifests(), as_serviceaccount=True)
-
-    @contextlib.asynccontextmanager
-    async def watching(self, fleet: Fleet) -> AsyncIterator[Watch]:
-        roll = Roll(fleet.config)
-        async with following(self.client, roll, fleet.kured_namespace, asyncio.Event()) as check:
-
-            def all_alive() -> None:
-                check()
-                for task in self.depends_on:
-                    if task.done():
-                        raise BenchFailed(f"{task.get_name()} ended: {task.result()}")
-
-            yield Watch(roll, all_alive, self.settings.timeout)
-
-    async def metrics_total(self) -> float:
-        response = await self.http.get("/metrics")
-        response.raise_for_status()
-        return requests_total(response.text)
-
-
-# --- kured without daemons, and its identity ----------------------------------------------------
-
-
-def kured_user(namespace: str) -> str:
-    """Who kured's daemons are in the audit log: the DaemonSet's ServiceAccount."""
-    account = service_account_of(load_manifests(default_manifests()))
-    return f"system:serviceaccount:{namespace}:{account}"
-
-
-async def install_kured(fleet: Fleet) -> Path:
-    """kured's RBAC and DaemonSet (the lock's home) without starting daemons, as run-kured
-    --as-serviceaccount installs them; returns the ServiceAccount's kubeconfig."""
-    objects = load_manifests(default_manifests())
-    namespace = fleet.kured_namespace
-    fleet.namespaces.add(namespace)
-    fleet.cluster_objects |= set(
-        await apply_manifests(fleet.client, objects, namespace, fleet.name)
-    )
-    account = service_account_of(objects)
-    return await service_account_kubeconfig(fleet.client, fleet.plane, namespace, account)
-
-
-async def forget_status(client: AsyncClient, fleet: Fleet) -> None:
-    """Remove kured's status from the Nodes, so the next daemons' first report can be seen."""
-    patch = {"metadata": {"annotations": {STATUS_ANNOTATION: None}}}
-    for name in fleet.nodes:
-        await client.patch(Node, name, patch, patch_type=PatchType.MERGE)
-
-
-# --- rolls ---------------------------------------------------------------------------------------
-
-
-def invariant(fleet: Fleet, concurrency: int, triggered: float, seen: Roll) -> dict[str, Any]:
-    """The audit checker's verdict on a roll (kured_testbed.audit_check): never more than
-    concurrency nodes cordoned by kured or down, one reboot per node, nothing left behind."""
-    nodes = tuple(fleet.nodes)
-    events = list(audit_events(fleet.state))
-    roll = audit_check.Roll(
-        nodes=nodes,
-        kured_user=kured_user(fleet.kured_namespace),
-        concurrency=concurrency,
-        triggered=dict.fromkeys(nodes, triggered),
-        pre_cordoned=frozenset(),
-        reboots={
-            node: [audit_check.Reboot(r["down"], r["time"]) for r in fleet.reboots(node)]
-            for node in nodes
-        },
-        writes=audit_check.node_writes(events, nodes),
-        deleted={},
-        final={
-            node: audit_check.FinalNode(view.unschedulable, view.phase is not Phase.IDLE)
-            for node, view in seen.views.items()
-        },
-        lock_holders=seen.holders,
-        end=time.time(),
-    )
-    verdict = audit_check.check(roll)
-    return {
-        "held": not verdict.violations and not verdict.stuck,
-        "most_unavailable": verdict.most_unavailable,
-        "violations": list(verdict.violations),
-        "stuck": list(verdict.stuck),
-    }
-
-
-async def roll(bench: Bench, fleet: Fleet, concurrency: int, chart: str) -> dict[str, Any]:
-    """Trigger every node at once and follow the roll to its end: its figures, the audit
-    checker's verdict, and its Gantt chart in <out>/<chart>.png."""
-    async with bench.watching(fleet) as watch:
-        await watch.until(watch.reported, "every daemon's first report")
-        began, wall = time.monotonic(), time.time()
-        watch.roll.begin(began)
-        fleet.trigger()
-        await watch.until(lambda: watch.roll.finished, f"the roll of {fleet.name}")
-    phases = node_phases(watch.roll.timelines, began)
-    figures = roll_figures(phases, concurrency, watch.roll.most_cordoned)
-    title = (
-        f"{chart}: {figures.nodes} nodes, c={concurrency} · makespan {figures.makespan:.1f} s, "
-        f"limit {figures.limit:.1f} s, ratio {figures.ratio:.2f}"
-    )
-    draw(bench.out / f"{chart}.png", title, phases, figures.limit)
-    bench.say(title)
-    verdict = invariant(fleet, concurrency, wall, watch.roll)
-    return figures.to_json() | {"invariant": verdict, "phases": phases_json(phases)}
 
 
 # --- the scenarios ------------------------------------------------------------------------------
 
 
+async def _makespan_roll(bench: Bench, mode: str, concurrency: int) -> dict[str, Any]:
+    """One roll on a fresh fleet of its own."""
+    settings = bench.settings
+    name = f"{mode}-c{concurrency}"
+    flags = settings.flags(mode, concurrency)
+    async with bench.fleet(name, settings.nodes) as fleet:
+        await bench.workload(fleet)
+        await bench.run_kured(fleet, flags)
+        figures = await roll(bench, fleet, concurrency, f"makespan-{name}")
+    return figures | {"kured_args": flags}
+
+
 async def makespan(bench: Bench) -> dict[str, Any]:
     """Ours and polling (or the --modes chosen) side by side, for each concurrency, each on a
-    fresh fleet."""
+    fresh fleet. Ours' rolls run one after another; polling's rolls, which wait on their
+    period nearly all the time (a request per daemon per minute), run beside them and each
+    other, unless --serial-rolls (then everything in turn, as bench-full does)."""
     settings = bench.settings
-    rolls: dict[str, dict[str, Any]] = {mode: {} for mode in settings.modes}
-    for mode in settings.modes:
-        for concurrency in settings.concurrency:
-            name = f"{mode}-c{concurrency}"
-            flags = settings.flags(mode, concurrency)
-            async with bench.fleet(name, settings.nodes) as fleet:
-                await bench.workload(fleet)
-                await bench.run_kured(fleet, flags)
-                figures = await roll(bench, fleet, concurrency, f"makespan-{name}")
-            rolls[mode][f"c={concurrency}"] = figures | {"kured_args": flags}
-    return {"makespan_ratio": rolls}
+
+    async def in_turn(mode: str, concurrencies: Sequence[int]) -> dict[str, Any]:
+        return {f"c={c}": await _makespan_roll(bench, mode, c) for c in concurrencies}
+
+    if settings.serial_rolls:
+        return {
+            "makespan_ratio": {m: await in_turn(m, settings.concurrency) for m in settings.modes}
+        }
+    async with asyncio.TaskGroup() as group:
+        ours = group.create_task(
+            in_turn("ours", settings.concurrency if "ours" in settings.modes else ())
+        )
+        polling = [
+            group.create_task(in_turn("polling", (c,)))
+            for c in (settings.concurrency if "polling" in settings.modes else ())
+        ]
+    rolls = {
+        "ours": ours.result(),
+        "polling": {k: v for t in polling for k, v in t.result().items()},
+    }
+    return {"makespan_ratio": {mode: rolls[mode] for mode in settings.modes}}
 
 
 async def _detect_once(watch: Watch, fleet: Fleet, node: str) -> float:
@@ -325,23 +140,10 @@ async def detect(bench: Bench) -> dict[str, Any]:
     return {"detect_to_cordon_seconds": distribution(samples) | {"kured_args": flags}}
 
 
-async def _quiet(bench: Bench) -> None:
-    """Settle, then wait until no namespace is being deleted (the namespace controller's
-    clean-up passes would count as requests in a window)."""
-    await asyncio.sleep(bench.settings.settle_seconds)
-
-    async def none_terminating() -> bool:
-        namespaces = bench.client.list(Namespace)
-        return not [ns async for ns in namespaces if ns.status and ns.status.phase == "Terminating"]
-
-    within = bench.settings.timeout
-    await wait_until(none_terminating, what="namespaces deleted", within=within, interval=1.0)
-
-
 async def _idle_window(bench: Bench, fleet: Fleet) -> tuple[float, dict[str, int]]:
     """kube-apiserver's request counter over one window, and kured's requests in it by the
     audit log (per "verb resource")."""
-    await _quiet(bench)
+    await quiet(bench)
     before, start = await bench.metrics_total(), time.time()
     await asyncio.sleep(bench.settings.idle_seconds)
     after, end = await bench.metrics_total(), time.time()
@@ -407,48 +209,6 @@ async def idle(bench: Bench) -> dict[str, Any]:
     return {"idle_requests_per_node_hour": figures, "rss_mib": rss}
 
 
-@contextlib.asynccontextmanager
-async def many_agents(bench: Bench, fleet: Fleet, flags: list[str]) -> AsyncIterator[int]:
-    """An agent for every node of fleet, all in one process of their own
-    (:mod:`kured_testbed.manyagents`), as kured's ServiceAccount; yields its PID and stops it
-    by that PID at the end. The roll fails at once if the process exits."""
-    kubeconfig = await install_kured(fleet)
-    state = fleet.state
-    pid_file = state.pid_file("bench-agents")
-    argv = [sys.executable, "-m", "kured_testbed.manyagents", "--state-dir", str(state.root)]
-    argv += ["--fleet", fleet.name, "--kubeconfig", str(kubeconfig), "--", *flags]
-    proc = procs.spawn(argv, log=state.log_file("bench-agents"), pid_file=pid_file)
-    exited = asyncio.create_task(procs.wait_exit(proc), name="the agents' process (exit code)")
-    bench.depends_on.append(exited)
-    try:
-        yield proc.pid
-    finally:
-        bench.depends_on.remove(exited)
-        exited.cancel()
-        await asyncio.to_thread(procs.stop_pid_files, [pid_file])
-
-
-async def scale(bench: Bench) -> dict[str, Any]:
-    """Many agents in one process against one fleet; the roll checked like the others, and
-    the memory those agents take."""
-    settings = bench.settings
-    concurrency = settings.scale_concurrency
-    async with bench.fleet("scale", settings.scale_agents) as fleet:
-        await bench.workload(fleet)
-        flags = [*settings.flags("ours", concurrency), f"--ds-namespace={fleet.kured_namespace}"]
-        async with many_agents(bench, fleet, flags) as pid:
-            figures = await roll(bench, fleet, concurrency, "scale")
-            size = procs.rss_bytes(pid) or 0
-    return {
-        "scale": figures
-        | {
-            "agents": settings.scale_agents,
-            "agents_process_rss_mib": round(size / MIB, 1),
-            "kured_args": flags,
-        }
-    }
-
-
 RUNS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
     "idle": idle,
     "detect": detect,
@@ -506,10 +266,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--poll-period", default=defaults.poll_period, help="polling mode's --period")
     add("--idle-seconds", type=float, default=defaults.idle_seconds)
     add("--settle-seconds", type=float, default=defaults.settle_seconds)
-    add("--scale-agents", type=_positive, default=defaults.scale_agents)
+    add("--scale-nodes", type=_positive, nargs="+", default=list(defaults.scale_nodes))
     add("--scale-concurrency", type=_positive, default=defaults.scale_concurrency)
+    add("--scale-idle-seconds", type=float, default=defaults.scale_idle_seconds)
+    add("--scale-poll-seconds", type=float, default=defaults.scale_poll_seconds)
     add("--timeout", type=float, default=defaults.timeout, help="for any one wait (s)")
     add("--only", choices=SCENARIOS, action="append", help="run only these (repeatable)")
+    add("--serial-rolls", action="store_true", help="polling's makespan rolls not beside ours")
     add("--modes", choices=MODES, nargs="+", default=list(MODES), help="makespan rolls of these")
     add("--out", type=Path, default=RESULTS, help="where results go (default: bench/results)")
     add("--state-dir", type=Path, help="default: a new temporary directory")
@@ -525,11 +288,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         poll_period=args.poll_period,
         idle_seconds=args.idle_seconds,
         settle_seconds=args.settle_seconds,
-        scale_agents=args.scale_agents,
+        scale_nodes=tuple(sorted(set(args.scale_nodes))),
         scale_concurrency=args.scale_concurrency,
+        scale_idle_seconds=args.scale_idle_seconds,
+        scale_poll_seconds=args.scale_poll_seconds,
         timeout=args.timeout,
         scenarios=tuple(s for s in SCENARIOS if s in (args.only or SCENARIOS)),
         modes=tuple(m for m in MODES if m in args.modes),
+        serial_rolls=args.serial_rolls,
     )
 
 
@@ -564,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     state_dir: Path = Path(tempfile.mkdtemp(prefix="kured-bench-")) if temporary else args.state_dir
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
+    began = time.monotonic()
     try:
         results = _bench(state_dir, settings, args.out)
     except (SandboxError, TimeoutError, IncompleteRoll) as error:
@@ -572,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
+    results["wall_s"] = round(time.monotonic() - began, 1)
     for line in write(results, args.out):
         print(line)
     _say(f"results in {args.out}")

@@ -205,3 +205,73 @@ def per_node_hour(requests: float, nodes: int, seconds: float) -> float:
 
 def _round(value: float) -> float:
     return round(value, 3) if isinstance(value, float) else value
+
+
+# --- the API server's own counters (the scale scenario) ----------------------------------------
+
+WATCH_EVENTS_COUNTER = "apiserver_watch_events_total"
+CPU_COUNTER = "process_cpu_seconds_total"
+LOCK_KIND = "DaemonSet"  # the lock's home: the watch events every lock change sends
+
+
+@dataclass(frozen=True)
+class ApiCounters:
+    """kube-apiserver's counters from its /metrics at one moment, or the change between two."""
+
+    requests: float  # apiserver_request_total, every series
+    watch_events: float  # apiserver_watch_events_total, every kind
+    lock_watch_events: float  # apiserver_watch_events_total of kind DaemonSet
+    cpu_seconds: float  # process_cpu_seconds_total: the API server's own CPU
+
+    def __sub__(self, other: ApiCounters) -> ApiCounters:
+        return ApiCounters(
+            *(getattr(self, key) - getattr(other, key) for key in COUNTER_KEYS),
+        )
+
+    def scaled(self, factor: float) -> ApiCounters:
+        return ApiCounters(*(getattr(self, key) * factor for key in COUNTER_KEYS))
+
+    def per(self, count: float) -> dict[str, float]:
+        """Each counter divided by count (rounded for the report)."""
+        return {key: round(getattr(self, key) / count, 3) for key in COUNTER_KEYS}
+
+
+COUNTER_KEYS = ("requests", "watch_events", "lock_watch_events", "cpu_seconds")
+
+
+def api_counters(metrics_text: str) -> ApiCounters:
+    """The counters :class:`ApiCounters` holds, from kube-apiserver's /metrics text."""
+    requests = watch_events = lock_watch_events = cpu = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == REQUEST_COUNTER:
+                requests += sample.value
+            elif sample.name == WATCH_EVENTS_COUNTER:
+                watch_events += sample.value
+                if sample.labels.get("kind") == LOCK_KIND:
+                    lock_watch_events += sample.value
+            elif sample.name == CPU_COUNTER:
+                cpu += sample.value
+    return ApiCounters(requests, watch_events, lock_watch_events, cpu)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the counters moved by over a window of `seconds`."""
+
+    moved: ApiCounters
+    seconds: float
+
+    def above(self, baseline: Window) -> ApiCounters:
+        """The movement minus what the baseline window's rate accounts for over this window:
+        the controllers', the scheduler's and the simulated kubelets' share, which the
+        counters (no user label) cannot tell apart from kured's."""
+        return self.moved - baseline.moved.scaled(self.seconds / baseline.seconds)
+
+
+def growth(by_nodes: dict[int, float]) -> float | None:
+    """The figure at the largest fleet over the figure at the smallest (None: fewer than two
+    sizes, or zero at the smallest)."""
+    if len(by_nodes) < 2 or not by_nodes[min(by_nodes)]:
+        return None
+    return round(by_nodes[max(by_nodes)] / by_nodes[min(by_nodes)], 3)

@@ -146,11 +146,17 @@ class Roll:
         self._update(now)
 
     def see_lock(self, event: str, ds: DaemonSet, now: float) -> None:
-        text = None if event == "DELETED" else annotations_of(ds).get(DEFAULT_LOCK_ANNOTATION)
-        try:
-            self.holders = tuple(parse(text).holders())
-        except LockFormatError as error:
-            self.holders = (f"<{error}>",)
+        """The holders of the lock, and of each --lock-group-label group's lock
+        (``<annotation>-<group>``, on the same DaemonSet)."""
+        annotations = {} if event == "DELETED" else annotations_of(ds)
+        holders: list[str] = []
+        for key, text in sorted(annotations.items()):
+            if key == DEFAULT_LOCK_ANNOTATION or key.startswith(f"{DEFAULT_LOCK_ANNOTATION}-"):
+                try:
+                    holders += parse(text).holders()
+                except LockFormatError as error:
+                    holders.append(f"<{key}: {error}>")
+        self.holders = tuple(holders)
         self._update(now)
 
     def _update(self, now: float) -> None:

@@ -29,7 +29,7 @@ import kured
 from kured.policy import STATUS_ANNOTATION
 from kured_testbed import procs
 from kured_testbed.api import Fleet, FleetConfig, wait_until
-from kured_testbed.bench import install_kured
+from kured_testbed.benchrun import install_kured
 from kured_testbed.controlplane import ControlPlane
 from kured_testbed.daemons import compile_bytecode, kured_command
 

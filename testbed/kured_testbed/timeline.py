@@ -51,3 +51,21 @@ def draw(path: Path, title: str, phases: Sequence[NodePhases], limit: float) -> 
     axes.legend(handles=handles, loc="upper right", fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
+
+
+def draw_per_handoff(path: Path, title: str, series: dict[str, dict[int, float]]) -> None:
+    """Requests per lock hand-off against the fleet size, one line per model (log-log: the
+    polling model grows with N, a watch that hands over should not)."""
+    figure = Figure(figsize=(7, 4.5), dpi=DPI)
+    axes = figure.add_subplot()
+    for label, points in series.items():
+        sizes = sorted(points)
+        axes.plot(sizes, [points[n] for n in sizes], marker="o", label=label)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("nodes (agents)")
+    axes.set_ylabel("API requests per lock hand-off")
+    axes.set_title(title, fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.savefig(path)

@@ -246,6 +246,16 @@ def test_two_nodes_down_at_once_is_a_violation() -> None:
     assert "n3 rebooted while not cordoned by kured" in violations
 
 
+def test_each_lock_group_has_its_own_slots() -> None:
+    roll = clean_roll()
+    roll = replace(roll, reboots={**roll.reboots, "n3": [Reboot(t(15), t(16))]})
+    apart = replace(roll, groups={"n1": "zone-a", "n2": "zone-a", "n3": "zone-b"})
+    assert not any("at once" in v for v in check(apart).violations)
+    assert check(apart).most_unavailable == 2  # over the whole fleet
+    together = replace(roll, groups={"n1": "zone-a", "n2": "zone-b", "n3": "zone-a"})
+    assert any("at once in group zone-a" in v for v in check(together).violations)
+
+
 def test_a_second_reboot_for_one_sentinel_is_a_violation() -> None:
     roll = clean_roll()
     roll = replace(

@@ -10,10 +10,14 @@ import pytest
 from lightkube.resources.core_v1 import Node
 
 from kured_testbed.benchmath import (
+    ApiCounters,
     IncompleteRoll,
     NodePhases,
+    Window,
+    api_counters,
     audit_requests,
     distribution,
+    growth,
     handoffs,
     node_phases,
     per_node_hour,
@@ -183,3 +187,48 @@ def test_audit_requests_counts_one_users_requests_in_the_window_once_each() -> N
 
 def test_per_node_hour_scales_a_window() -> None:
     assert per_node_hour(10, nodes=2, seconds=1800) == 10.0
+
+
+SCALE_METRICS = """\
+# HELP apiserver_request_total [STABLE] Counter of apiserver requests
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="200",verb="GET"} 100
+apiserver_request_total{code="409",verb="PUT"} 5
+# HELP apiserver_watch_events_total [ALPHA] Number of events sent in watch clients
+# TYPE apiserver_watch_events_total counter
+apiserver_watch_events_total{group="",kind="Node",version="v1"} 40
+apiserver_watch_events_total{group="apps",kind="DaemonSet",version="v1"} 2000
+# HELP apiserver_watch_events_sizes [ALPHA] Watch event size distribution in bytes
+# TYPE apiserver_watch_events_sizes histogram
+apiserver_watch_events_sizes_bucket{group="apps",kind="DaemonSet",version="v1",le="+Inf"} 2000
+apiserver_watch_events_sizes_count{group="apps",kind="DaemonSet",version="v1"} 2000
+apiserver_watch_events_sizes_sum{group="apps",kind="DaemonSet",version="v1"} 9e6
+# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 12.5
+"""
+
+
+def test_api_counters_read_requests_watch_events_and_cpu_only() -> None:
+    assert api_counters(SCALE_METRICS) == ApiCounters(
+        requests=105, watch_events=2040, lock_watch_events=2000, cpu_seconds=12.5
+    )
+
+
+def test_a_window_above_the_baseline_takes_off_its_rate_over_the_window() -> None:
+    baseline = Window(ApiCounters(60, 30, 0, 3), seconds=60)
+    roll = Window(ApiCounters(1000, 5000, 4000, 20), seconds=120)
+    above = roll.above(baseline)
+    assert above == ApiCounters(880, 4940, 4000, 14)
+    assert above.per(10) == {
+        "requests": 88.0,
+        "watch_events": 494.0,
+        "lock_watch_events": 400.0,
+        "cpu_seconds": 1.4,
+    }
+
+
+def test_growth_is_the_largest_fleet_over_the_smallest() -> None:
+    assert growth({1000: 30.0, 100: 20.0, 500: 90.0}) == 1.5
+    assert growth({100: 20.0}) is None
+    assert growth({100: 0.0, 1000: 5.0}) is None

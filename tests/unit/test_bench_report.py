@@ -12,12 +12,14 @@ import pytest
 from lightkube.resources.core_v1 import Node
 
 from kured.args import parse_args
-from kured_testbed.bench import Settings, _parser, _settings
+from kured_testbed.bench import _parser, _settings
 from kured_testbed.benchmath import NodePhases, roll_figures
 from kured_testbed.benchreport import checks, summary, write
+from kured_testbed.benchrun import Settings
+from kured_testbed.benchscale import summary as summary_of_scale
 from kured_testbed.manyagents import Boots, HostGoingDown
 from kured_testbed.state import UsageError
-from kured_testbed.timeline import draw
+from kured_testbed.timeline import draw, draw_per_handoff
 
 
 def roll(ratio_of: float, most: int = 1) -> dict[str, Any]:
@@ -29,6 +31,24 @@ def roll(ratio_of: float, most: int = 1) -> dict[str, Any]:
         "ratio": ratio_of,
         "invariant": {"held": True, "most_unavailable": most, "violations": [], "stuck": []},
     }
+
+
+def scale_run(
+    ratio_of: float, requests: float, polling: float, idle: tuple[float, float]
+) -> dict[str, Any]:
+    """One fleet size of the scale scenario: ours' roll and per hand-off, and polling's."""
+
+    def mode(per_request: float, idle_rate: float) -> dict[str, Any]:
+        per = {"requests": per_request, "watch_events": per_request * 10}
+        return {
+            "per_handoff": per | {"lock_watch_events": 5.0, "cpu_seconds": 0.2},
+            "kured_requests_per_handoff_audit": per_request / 2,
+            "idle_requests_per_node_hour": idle_rate + 1,
+            "idle_requests_per_node_hour_audit": idle_rate,
+        }
+
+    ours = roll(ratio_of, most=30) | mode(requests, idle[0]) | {"agents_process_rss_mib": 310.5}
+    return {"ours": ours, "polling": mode(polling, idle[1])}
 
 
 RESULTS: dict[str, Any] = {
@@ -47,7 +67,12 @@ RESULTS: dict[str, Any] = {
         "polling": {"c=1": roll(3.0)},
     },
     "detect_to_cordon_seconds": {"median": 1.0, "p95": 1.9, "samples": [1.0]},
-    "scale": roll(1.15, most=5) | {"agents": 200, "agents_process_rss_mib": 310.5},
+    "scale": summary_of_scale(
+        {
+            100: scale_run(1.05, requests=20.0, polling=300.0, idle=(0.0, 120.0)),
+            1000: scale_run(1.08, requests=30.0, polling=2800.0, idle=(0.5, 120.0)),
+        }
+    ),
     "idle_requests_per_node_hour": {
         "window_seconds": 600.0,
         "nodes": 12,
@@ -65,8 +90,10 @@ def test_each_target_of_the_issue_is_checked() -> None:
         "makespan_ratio ours c=3 ≤ 1.1": False,
         "detect_to_cordon_seconds median ≤ 5": True,
         "rss_mib median ≤ 35": None,  # not measured in this run
-        "scale makespan ratio ≤ 1.2": True,
-        "scale concurrency invariant (audit log)": True,
+        "scale requests per hand-off, largest fleet / smallest ≤ 2": True,
+        "scale idle requests per node-hour ours ≤ polling (0.5 vs 120)": True,
+        "scale makespan ratio at 1000 nodes ≤ 1.1": True,
+        "scale concurrency violations (audit log) = 0": True,
     }
 
 
@@ -76,7 +103,8 @@ def test_the_summary_names_the_machine_and_kubernetes_with_the_figures() -> None
     assert "2 × Test CPU" in text
     assert "| ours c=1 | 1 | 1 |" in text
     assert "| polling c=1 |" in text
-    assert "| scale (200 agents in one process of 310.5 MiB) | 1 | 1 |" in text
+    assert "| scale (1000 agents in one process of 310.5 MiB) | 1 | 1 |" in text
+    assert "| 1000 | polling | 2800 | 28000 | 5 | 0.2 | 1400 | 121, 120 |" in text
     assert "| polling | 120 | 118 |" in text
     assert "median 1 s, p95 1.9 s" in text
     assert "makespan_ratio ours c=3 ≤ 1.1: 1.2 — NOT met" in text
@@ -104,8 +132,8 @@ def test_the_defaults_are_the_issues_sizes() -> None:
     settings = _settings(_parser().parse_args([]))
     assert settings == Settings()
     assert (settings.nodes, settings.concurrency, settings.reboot_seconds) == (12, (1, 3), 5.0)
-    assert (settings.stop_seconds, settings.idle_seconds) == (2.0, 600.0)
-    assert (settings.scale_agents, settings.scale_concurrency) == (200, 5)
+    assert (settings.stop_seconds, settings.idle_seconds) == (2.0, 120.0)
+    assert (settings.scale_nodes, settings.scale_concurrency) == ((100,), 10)
     assert settings.flags("ours", 3) == ["--period=1h", "--concurrency=3"]
     assert settings.flags("polling", 1) == ["--poll-only", "--period=1m", "--concurrency=1"]
 
@@ -113,8 +141,9 @@ def test_the_defaults_are_the_issues_sizes() -> None:
 def test_a_concurrency_must_leave_a_node_free() -> None:
     with pytest.raises(UsageError, match="concurrency 3 must be below the 3 nodes"):
         Settings(nodes=3, concurrency=(1, 3))
-    with pytest.raises(UsageError, match="concurrency 5 must be below the 5 nodes"):
-        Settings(scale_agents=5)
+    with pytest.raises(UsageError, match="concurrency 10 must be below the 10 nodes"):
+        Settings(scale_nodes=(10, 100))
+    Settings(scale_nodes=(10,), scenarios=("idle",))  # no scale run, no scale fleet
 
 
 def test_only_runs_the_named_scenarios_in_the_usual_order() -> None:
@@ -167,3 +196,30 @@ async def test_a_host_told_to_reboot_goes_down_and_its_agent_goes_no_further(
     rebooting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await rebooting
+
+
+def test_the_scale_summary_has_the_issues_keys() -> None:
+    scale = RESULTS["scale"]
+    assert scale["nodes"] == [100, 1000]
+    assert scale["requests_per_handoff"] == {"100": 20.0, "1000": 30.0}
+    assert scale["polling_requests_per_handoff"] == {"100": 300.0, "1000": 2800.0}
+    assert scale["watch_events_per_handoff"] == {"100": 200.0, "1000": 300.0}
+    assert (scale["requests_per_handoff_growth"], scale["makespan_ratio"]) == (1.5, 1.08)
+    assert (scale["violations"], scale["held"]) == (0, True)
+
+
+def test_a_scale_that_grows_with_the_fleet_misses_its_target() -> None:
+    runs = {
+        100: scale_run(1.05, requests=20.0, polling=300.0, idle=(0.0, 120.0)),
+        1000: scale_run(1.2, requests=50.0, polling=2800.0, idle=(150.0, 120.0)),
+    }
+    found = {c.what: c.ok for c in checks({"scale": summary_of_scale(runs)})}
+    assert found["scale requests per hand-off, largest fleet / smallest ≤ 2"] is False
+    assert found["scale idle requests per node-hour ours ≤ polling (150 vs 120)"] is False
+    assert found["scale makespan ratio at 1000 nodes ≤ 1.1"] is False
+
+
+def test_the_per_handoff_plot_is_a_png(tmp_path: Path) -> None:
+    path = tmp_path / "scale-requests.png"
+    draw_per_handoff(path, "t", {"ours": {100: 20.0, 1000: 30.0}, "polling": {100: 300.0}})
+    assert path.read_bytes().startswith(b"\x89PNG")

@@ -187,3 +187,13 @@ async def test_a_roll_past_its_deadline_fails_in_one_line() -> None:
     assert str(failed.value) == (
         "the roll did not finish within 300 s: r-1 idle, r-2 draining; lock: r-2"
     )
+
+
+def test_each_lock_groups_holders_count() -> None:
+    roll = started()
+    group = json.dumps({"maxOwners": 2, "locks": [{"nodeID": "r-2"}]})
+    ds = daemonset(json.dumps({"nodeID": "r-1"}))
+    assert ds.metadata is not None and ds.metadata.annotations is not None
+    ds.metadata.annotations |= {f"{LOCK}-zone-b": group, "other/annotation": "x"}
+    roll.see_lock("MODIFIED", ds, 2.0)
+    assert roll.holders == ("r-1", "r-2")
