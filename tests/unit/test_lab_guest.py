@@ -15,7 +15,7 @@ import yaml
 from kured_testbed.controlplane import Options, _Launcher, _Ports
 from kured_testbed.lab import cache, cluster, guestconfig, guests
 from kured_testbed.lab.images import PAUSE_IMAGE
-from kured_testbed.lab.rootfs import GuestDisk
+from kured_testbed.lab.rootfs import ENABLED_UNITS, GUEST_FILES, GuestDisk
 from kured_testbed.state import SandboxState
 
 NODE = guestconfig.NodeIdentity("lab-2", 2, "kubelet-token", "proxy-token", "fleet=lab")
@@ -47,12 +47,21 @@ def test_config_disk_names_the_api_server_as_the_guest_reaches_it() -> None:
 def test_config_disk_gives_each_node_its_own_pod_subnet_and_the_lab_pause_image() -> None:
     files = _config_files()
     bridge = json.loads(files["cni.conflist"])["plugins"][0]
-    assert bridge["ipMasq"] is True
+    assert bridge["ipMasq"] is False
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.244.2.0/24"}]]
     assert f'sandbox_image = "{PAUSE_IMAGE}"' in files["containerd.toml"].decode()
     proxy = yaml.safe_load(files["kube-proxy.yaml"])
     assert proxy["hostnameOverride"] == "lab-2"
     assert proxy["mode"] == "iptables"
+
+
+def test_pod_range_is_masqueraded_once_at_boot_not_by_every_cni_call() -> None:
+    unit = "kured-lab-masquerade.service"
+    assert unit in ENABLED_UNITS
+    text = (GUEST_FILES / "etc/systemd/system" / unit).read_text()
+    rule = f"-s {guestconfig.CLUSTER_CIDR} ! -d {guestconfig.CLUSTER_CIDR} -j MASQUERADE"
+    assert f"ExecStart=/usr/sbin/iptables -t nat -A POSTROUTING {rule}" in text
+    assert "Before=kubelet.service" in text
 
 
 def test_kubelet_serving_certificate_is_made_by_the_lab_for_the_node(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ MASKED_UNITS = (
 ENABLED_UNITS = (
     "systemd-networkd.service",
     "kured-lab-config.service",
+    "kured-lab-masquerade.service",
     "containerd.service",
     "kubelet.service",
     "kube-proxy.service",
