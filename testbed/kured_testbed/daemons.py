@@ -131,7 +131,7 @@ class Daemons:
             except TimeoutError:
                 procs.signal_group(proc.pid, signal.SIGKILL)
                 await procs.wait_exit(proc)
-            self.state.node(node).kured_pid.unlink(missing_ok=True)
+            procs.remove_pid_file(self.state.node(node).kured_pid)
 
     async def _keep(self, node: str, spec: DaemonSpec) -> None:
         """Run the node's daemon, restarting it whenever it exits, with back-off."""

@@ -1,9 +1,11 @@
 """Background processes the sandbox starts: spawned detached, recorded in pid files, and
 signalled later only while the pid still names the same process.
 
-A pid file holds just the PID (so `kill $(cat x.pid)` works). PIDs get reused, so before
-signalling we check that the process started no later than its pid file was written: a
-process that took over the PID afterwards is not ours and is left alone.
+A pid file holds just the PID (so `kill $(cat x.pid)` works). PIDs get reused, so beside it
+`x.pid.start` records when that process started (field 22 of /proc/PID/stat, clock ticks since
+boot), and before signalling we check that the PID's process started at that very tick: one
+that took over the PID later is not ours and is left alone. Ticks are compared with ticks, not
+with the wall clock, which steps (NTP, or a paused VM resynced) while boot ticks do not.
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ from pathlib import Path
 
 from kured_testbed.state import atomic_write
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# Slack for the pid file's mtime granularity and the tick resolution of the start time.
-_START_SLACK_SECONDS = 0.05
 # Children spawned by this process, kept until they are reaped (a Popen dropped while its
 # child runs warns, and a child nobody waits for lingers as a zombie).
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -51,8 +50,21 @@ def spawn(
     return proc
 
 
+def start_file(path: Path) -> Path:
+    """Where the start tick of the process in pid file path is recorded."""
+    return path.with_name(path.name + ".start")
+
+
 def write_pid(path: Path, pid: int) -> None:
+    """Record pid and its start tick (none when it is gone already: then it is not running)."""
+    fields = _stat_fields(pid)
+    atomic_write(start_file(path), f"{fields[19] if fields else ''}\n")
     atomic_write(path, f"{pid}\n")
+
+
+def remove_pid_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    start_file(path).unlink(missing_ok=True)
 
 
 def read_pid(path: Path) -> int | None:
@@ -69,12 +81,6 @@ def _stat_fields(pid: int) -> list[str] | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     return raw[raw.rfind(")") + 2 :].split()
-
-
-def _started_at(fields: list[str]) -> float:
-    """Wall-clock start time of a process from its stat fields (field 22, ticks since boot)."""
-    since_boot = int(fields[19]) / _CLOCK_TICKS
-    return time.time() - (time.clock_gettime(time.CLOCK_BOOTTIME) - since_boot)
 
 
 def alive(pid: int) -> bool:
@@ -101,10 +107,10 @@ def running_pid(path: Path) -> int | None:
         return None
     fields = _stat_fields(pid)
     try:
-        written = path.stat().st_mtime
+        started = start_file(path).read_text().strip()
     except FileNotFoundError:
         return None
-    if fields is None or _started_at(fields) > written + _START_SLACK_SECONDS:
+    if fields is None or fields[19] != started:
         return None
     return pid
 
@@ -162,7 +168,7 @@ def stop_pid_files(paths: Iterable[Path], timeout: float = 5.0) -> None:
     files = list(paths)
     terminate([pid for path in files if (pid := running_pid(path)) is not None], timeout)
     for path in files:
-        path.unlink(missing_ok=True)
+        remove_pid_file(path)
 
 
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:

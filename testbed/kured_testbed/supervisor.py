@@ -106,7 +106,7 @@ class Supervisor:
         inits = [proc.pid for proc in self.inits.values() if proc.poll() is None]
         procs.terminate(inits, timeout=1.0)
         for host in self.hosts.values():
-            host.dir.init_pid.unlink(missing_ok=True)
+            procs.remove_pid_file(host.dir.init_pid)
 
 
 async def supervise(state: SandboxState, fleet: str) -> None:
