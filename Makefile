@@ -45,7 +45,7 @@ unit: $(STAMP)
 e2e: $(STAMP) control-plane
 	$(BIN)/pytest -q tests/e2e
 
-# The whole suite, the real-node lab's rolls on QEMU guests included (tests/lab: 27 min on
+# The whole suite, the real-node lab's rolls on QEMU guests included (tests/lab: 22.5 min on
 # a quiet 2-core machine, docs/lab.md).
 test: $(STAMP) control-plane lint typecheck test-deps
 	$(BIN)/pytest -q -p no:cacheprovider tests

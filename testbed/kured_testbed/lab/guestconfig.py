@@ -72,11 +72,18 @@ def kubelet_config() -> dict[str, Any]:
         "resolvConf": "/etc/resolv.conf",
         "clusterDNS": [CLUSTER_DNS],
         "clusterDomain": "cluster.local",
-        # A 4 GiB disk and 1 GiB of memory: no image GC or eviction in a lab that lives
-        # for minutes.
-        "evictionHard": {"memory.available": "20Mi", "nodefs.available": "1%"},
+        # No image GC or eviction in a lab that lives for minutes: no eviction thresholds,
+        # and without local-storage isolation the eviction manager skips its 10 s stats
+        # sweep (about 10 % of an idle kubelet's CPU, profiled: docs/lab.md).
+        "evictionHard": {},
+        "featureGates": {"LocalStorageCapacityIsolation": False},
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
+        # No pod-level cgroups: the kubelet's 2 s housekeeping otherwise lists and lstats
+        # every pod cgroup of every v1 controller, 41 % of an idle kubelet's CPU (profiled);
+        # containers still get their own cgroups from the runtime.
+        "cgroupsPerQOS": False,
+        "enforceNodeAllocatable": [],
         # Everything is slower under TCG: more time for the runtime, fewer idle wake-ups.
         "runtimeRequestTimeout": "10m",
         "syncFrequency": "1m",
