@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import tarfile
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -53,6 +54,20 @@ def test_config_disk_gives_each_node_its_own_pod_subnet_and_the_lab_pause_image(
     proxy = yaml.safe_load(files["kube-proxy.yaml"])
     assert proxy["hostnameOverride"] == "lab-2"
     assert proxy["mode"] == "iptables"
+
+
+def test_node_agents_skip_the_idle_work_the_lab_has_no_use_for() -> None:
+    """Profiled costs of an idle TCG guest (docs/lab.md); the kubelet refuses node-allocatable
+    enforcement without pod-level cgroups, so the two go together."""
+    files = _config_files()
+    kubelet = yaml.safe_load(files["kubelet.yaml"])
+    assert kubelet["cgroupsPerQOS"] is False and kubelet["enforceNodeAllocatable"] == []
+    assert kubelet["evictionHard"] == {}
+    assert kubelet["featureGates"] == {"LocalStorageCapacityIsolation": False}
+    containerd = tomllib.loads(files["containerd.toml"].decode())
+    disabled = containerd["disabled_plugins"]
+    assert "io.containerd.snapshotter.v1.aufs" in disabled
+    assert "io.containerd.snapshotter.v1.overlayfs" not in disabled  # the one pods use
 
 
 def test_pod_range_is_masqueraded_once_at_boot_not_by_every_cni_call() -> None:

@@ -33,6 +33,9 @@ HOUSEKEEPING_INTERVAL = "1m"
 # No DNS server in the lab: a nameserver nobody answers keeps the kubelet from logging and
 # posting a MissingClusterDNS event at every sync of every pod (kured uses the Service IP).
 CLUSTER_DNS = "10.0.0.10"
+UNUSED_CONTAINERD_PLUGINS = tuple(
+    f"io.containerd.snapshotter.v1.{name}" for name in ("aufs", "btrfs", "devmapper", "zfs")
+)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,10 @@ def cni_config(index: int) -> dict[str, Any]:
 
 
 def containerd_config(pause_image: str) -> str:
+    # Snapshotters the lab has no use for: at a guest's boot they cost containerd about 4 s
+    # (aufs alone 2.4 s, a failed modprobe).
     return f"""version = 2
+disabled_plugins = [{", ".join(f'"{plugin}"' for plugin in UNUSED_CONTAINERD_PLUGINS)}]
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause_image}"
