@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -512,17 +511,3 @@ def test_the_cli_from_a_stale_state_dir_to_down(
     assert down.returncode == 0, down.stderr
     assert not [pid for pid in started if procs.alive(pid)]
     assert sandbox("down", "--state-dir", str(root)).returncode == 0
-
-
-def test_a_pid_file_older_than_its_process_is_not_ours(tmp_path: Path) -> None:
-    pid_file = tmp_path / "reused.pid"
-    stranger = subprocess.Popen(["sleep", "30"])
-    try:
-        pid_file.write_text(f"{stranger.pid}\n")
-        os.utime(pid_file, (time.time() - 60, time.time() - 60))
-        assert procs.running_pid(pid_file) is None
-        procs.stop_pid_files([pid_file])
-        assert stranger.poll() is None
-    finally:
-        stranger.send_signal(signal.SIGKILL)
-        stranger.wait()

@@ -4,6 +4,7 @@ and a process that took over the PID later is not ours."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,10 +40,20 @@ def test_a_wall_clock_step_leaves_the_process_ours(pid_file: Path) -> None:
         assert procs.running_pid(pid_file) == procs.read_pid(pid_file)
 
 
-def test_another_process_on_the_recorded_pid_is_not_ours(pid_file: Path) -> None:
-    start = procs.start_file(pid_file)
-    start.write_text(f"{int(start.read_text()) + 1}\n")  # what a later process would show
-    assert procs.running_pid(pid_file) is None
+def test_another_process_on_the_recorded_pid_is_left_alone(tmp_path: Path) -> None:
+    """A PID reused by a stranger: same number, a later start tick. Not stopped, not ours."""
+    stranger = subprocess.Popen(SLEEPER)
+    try:
+        pid_file = tmp_path / "reused.pid"
+        procs.write_pid(pid_file, stranger.pid)
+        start = procs.start_file(pid_file)
+        start.write_text(f"{int(start.read_text()) - 1}\n")  # what the earlier owner showed
+        assert procs.running_pid(pid_file) is None
+        procs.stop_pid_files([pid_file])
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_no_start_record_means_not_ours(pid_file: Path) -> None:
