@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 DONE = "done"
+# Finished builds of one kind kept side by side (each guest disk is about 1.1 GB): the newest
+# and the one before it, so two checkouts of different code can share a cache.
+KEEP_BUILDS = 2
 
 
 def cache_root() -> Path:
@@ -52,6 +55,24 @@ def is_done(directory: Path) -> bool:
 
 def mark_done(directory: Path) -> None:
     (directory / DONE).write_text("")
+
+
+def mark_used(directory: Path) -> None:
+    """Record that a finished build was used now (prune keeps the most recently used)."""
+    os.utime(directory / DONE)
+
+
+def prune(built: Path, keep: int = KEEP_BUILDS) -> list[Path]:
+    """Remove finished builds of the same kind as built (<kind>-<digest> beside it) but the
+    `keep` most recently used, built among them; returns what was removed. Unfinished ones
+    are left alone: another process may be building them."""
+    kind = built.name.rsplit("-", 1)[0]
+    finished = [d for d in built.parent.glob(f"{kind}-*") if d != built and is_done(d)]
+    finished.sort(key=lambda d: (d / DONE).stat().st_mtime, reverse=True)
+    removed = finished[max(keep - 1, 0) :]
+    for directory in removed:
+        shutil.rmtree(directory, ignore_errors=True)
+    return removed
 
 
 def fresh_dir(directory: Path) -> Path:

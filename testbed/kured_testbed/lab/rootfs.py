@@ -137,6 +137,7 @@ def ensure_disk(binaries: Path, images: list[Path], log_dir: Path) -> GuestDisk:
     target = cache.cache_root() / f"disk-{key}"
     disk = GuestDisk(target / "root.img", target / "vmlinuz", target / "initrd.img")
     if cache.is_done(target):
+        cache.mark_used(target)
         return disk
     log.info("making the guest disk (log: %s)", log_dir)
     cache.fresh_dir(target)
@@ -153,6 +154,8 @@ def ensure_disk(binaries: Path, images: list[Path], log_dir: Path) -> GuestDisk:
     )
     shutil.rmtree(staging)
     cache.mark_done(target)
+    for old in cache.prune(target):
+        log.info("removed an older guest disk: %s", old)
     return disk
 
 
