@@ -109,10 +109,13 @@ async def read_daemonset(kube: Kube, target: Target) -> DaemonSet:
 
 
 async def fetch_status(target: Target, now: datetime) -> StatusReport:
+    """Both locks are read before the nodes: an agent publishes its status on its Node before
+    it takes a slot, so every holder the report names has that status in the nodes read
+    after (nodes read first could predate a holder that took its Lease in between)."""
     async with connect(target) as kube:
         ds = await read_daemonset(kube, target)
-        nodes = await kube.list_nodes()
         leases, unreadable = await read_leases(kube, target)
+        nodes = await kube.list_nodes()
     return build_status(
         ds, nodes, target.annotation, now, leases=leases, leases_unreadable=unreadable
     )
