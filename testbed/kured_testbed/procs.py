@@ -21,6 +21,9 @@ from pathlib import Path
 
 from kured_testbed.state import atomic_write
 
+# Index of field 22 of /proc/PID/stat (the start time, clock ticks since boot) among the
+# fields after the command name, as _stat_fields returns them.
+_START_TICK = 19
 # Children spawned by this process, kept until they are reaped (a Popen dropped while its
 # child runs warns, and a child nobody waits for lingers as a zombie).
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -58,7 +61,7 @@ def start_file(path: Path) -> Path:
 def write_pid(path: Path, pid: int) -> None:
     """Record pid and its start tick (none when it is gone already: then it is not running)."""
     fields = _stat_fields(pid)
-    atomic_write(start_file(path), f"{fields[19] if fields else ''}\n")
+    atomic_write(start_file(path), f"{fields[_START_TICK] if fields else ''}\n")
     atomic_write(path, f"{pid}\n")
 
 
@@ -110,7 +113,7 @@ def running_pid(path: Path) -> int | None:
         started = start_file(path).read_text().strip()
     except FileNotFoundError:
         return None
-    if fields is None or fields[19] != started:
+    if fields is None or fields[_START_TICK] != started:
         return None
     return pid
 
