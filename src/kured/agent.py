@@ -30,7 +30,8 @@ from kured.blockers import Blocker, PodBlocker, QueryBlocker
 from kured.config import Config
 from kured.host import Host, HostError
 from kured.kube import ApiError, Kube, load_config
-from kured.lock import DaemonSetLock, LockFormatError
+from kured.lock import DaemonSetLock
+from kured.lockformat import LockFormatError
 from kured.metrics import Health, Metrics, MetricsServer
 from kured.notify import Notifier
 from kured.phases.base import (

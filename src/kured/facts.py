@@ -16,7 +16,7 @@ from typing import Any
 
 from kured.capacity import NodeState
 from kured.kube import DaemonSet, Node, Pod
-from kured.lock import LockEntry
+from kured.lockformat import LockEntry
 from kured.policy import (
     PAUSED_ANNOTATION,
     PROGRESS_ANNOTATION,

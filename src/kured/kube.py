@@ -20,7 +20,6 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -35,7 +34,9 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.types import PatchType
 
+from kured import evictions
 from kured.connections import Replaying
+from kured.evictions import EvictionOutcome, eviction_version_in
 
 log = logging.getLogger("kured.kube")
 
@@ -66,15 +67,6 @@ __all__ = [
 
 class Conflict(Exception):
     """A write lost a race: the object changed since we read it (HTTP 409)."""
-
-
-@dataclass(frozen=True)
-class EvictionOutcome:
-    """What the Eviction API said about one pod."""
-
-    evicted: bool
-    gone: bool = False  # the pod no longer exists (counts as done)
-    blocked_by: str = ""  # why the server refused (HTTP 429: a PodDisruptionBudget forbids it)
 
 
 class NoClusterConfig(ConfigError):
@@ -208,55 +200,14 @@ class Kube:
         self, pod: Pod, grace_period: int | None, *, dry_run: bool = False
     ) -> EvictionOutcome:
         """Ask the Eviction API to remove a pod; PodDisruptionBudgets may refuse (429).
-
-        ``dry_run``: the server checks everything (budgets included) and removes nothing
-        (``?dryRun=All``; checked against the sandbox's Kubernetes 1.20).
-        """
-        meta = pod.metadata
-        assert meta is not None and meta.name and meta.namespace
-        body = {
-            "apiVersion": await self.eviction_version(),
-            "kind": "Eviction",
-            "metadata": {"name": meta.name, "namespace": meta.namespace},
-            "deleteOptions": _delete_options(pod, grace_period) or None,
-        }
-        url = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}/eviction"
-        params = {"dryRun": "All"} if dry_run else {}
-        response = await self._http.post(
-            url, json={k: v for k, v in body.items() if v}, params=params
-        )
-        if response.status_code in (200, 201):
-            return EvictionOutcome(evicted=True)
-        if response.status_code == 404:
-            return EvictionOutcome(evicted=False, gone=True)
-        if response.status_code == 429:
-            return EvictionOutcome(evicted=False, blocked_by=_status_reason(response))
-        if response.status_code == 409 and meta.uid:
-            # The uid precondition failed: a new pod of the same name replaced ours.
-            return EvictionOutcome(evicted=False, gone=True)
-        # Anything else (e.g. 500 for a pod under two budgets) is retried like a 429, until
-        # --drain-timeout: the drain reports it rather than the daemon crashing on it.
-        reason = _status_reason(response)
-        return EvictionOutcome(evicted=False, blocked_by=f"HTTP {response.status_code}: {reason}")
+        ``dry_run``: the server checks everything, budgets included, and removes nothing."""
+        version = await self.eviction_version()
+        return await evictions.evict(self._http, version, pod, grace_period, dry_run=dry_run)
 
     async def delete_pod(self, pod: Pod, grace_period: int | None) -> EvictionOutcome:
         """Delete this very pod (its uid is the precondition), bypassing budgets: only for a
         pod that its budget already counts as disrupted (:mod:`kured.drain`)."""
-        meta = pod.metadata
-        assert meta is not None and meta.name and meta.namespace
-        url = f"/api/v1/namespaces/{meta.namespace}/pods/{meta.name}"
-        options = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            **_delete_options(pod, grace_period),
-        }
-        response = await self._http.request("DELETE", url, json=options)
-        if response.status_code in (200, 202):
-            return EvictionOutcome(evicted=True)
-        if response.status_code in (404, 409):  # gone, or a new pod of the same name
-            return EvictionOutcome(evicted=False, gone=True)
-        reason = _status_reason(response)
-        return EvictionOutcome(evicted=False, blocked_by=f"HTTP {response.status_code}: {reason}")
+        return await evictions.delete(self._http, pod, grace_period)
 
     async def eviction_version(self) -> str:
         """The Eviction subresource's version, as core discovery lists ``pods/eviction``
@@ -320,6 +271,40 @@ class Kube:
         meta.annotations = merged
         ds.metadata = meta
         return await self._conflict_as_error(self._client.replace(ds))
+
+    async def patch_daemonset_annotation(
+        self, ds: DaemonSet, key: str, expected: str, value: str | None
+    ) -> DaemonSet:
+        """Set annotation ``key`` to ``value`` (None: remove it) if it still holds
+        ``expected``, whatever else of the DaemonSet changed since it was read.
+
+        A JSON Patch: its ``test`` operation is checked by the API server on the object as
+        stored, and the server redoes the patch itself when another write slips in between,
+        so only a change of this annotation makes it fail. The server answers a failed
+        test with 422 Invalid without causes (a value it refuses names its field): that is
+        :class:`Conflict`, as a lost resourceVersion race is.
+        """
+        meta = ds.metadata or ObjectMeta()
+        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        write: dict[str, Any] = (
+            {"op": "remove", "path": path}
+            if value is None
+            else {"op": "replace", "path": path, "value": value}
+        )
+        operations = [{"op": "test", "path": path, "value": expected}, write]
+        try:
+            return await self._client.patch(
+                DaemonSet,
+                meta.name or "",
+                operations,
+                namespace=meta.namespace,
+                patch_type=PatchType.JSON,
+            )
+        except ApiError as err:
+            details = err.status.details
+            if err.status.code == 422 and not (details and details.causes):
+                raise Conflict(f"annotation {key} changed since it was read") from err
+            raise
 
     async def watch_daemonset(
         self, namespace: str, name: str
@@ -422,31 +407,3 @@ class Kube:
             raise ApiError(request=response.request, response=response)
         body: dict[str, Any] = response.json()
         return body
-
-
-def _delete_options(pod: Pod, grace_period: int | None) -> dict[str, Any]:
-    """DeleteOptions for exactly this pod: its uid as precondition, ``--drain-grace-period``."""
-    options: dict[str, Any] = {}
-    if grace_period is not None and grace_period >= 0:
-        options["gracePeriodSeconds"] = grace_period
-    if pod.metadata and pod.metadata.uid:
-        options["preconditions"] = {"uid": pod.metadata.uid}
-    return options
-
-
-def eviction_version_in(core_discovery: Mapping[str, Any]) -> str | None:
-    """``group/version`` of ``pods/eviction`` in an ``/api/v1`` resource list, if it says."""
-    for resource in core_discovery.get("resources", []):
-        if resource.get("name") == "pods/eviction" and resource.get("version"):
-            return f"{resource.get('group') or 'policy'}/{resource['version']}"
-    return None
-
-
-def _status_reason(response: httpx2.Response) -> str:
-    """The most specific message in a Status body (the PDB's own words when present)."""
-    with contextlib.suppress(ValueError):
-        status = response.json()
-        causes = (status.get("details") or {}).get("causes") or []
-        messages = [c.get("message", "") for c in causes if c.get("message")]
-        return "; ".join(messages) or status.get("message", "")
-    return response.text

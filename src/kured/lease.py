@@ -23,14 +23,8 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 
 from kured.kube import Conflict, DaemonSet, Kube, Lease
-from kured.lock import (
-    MAX_WRITE_ATTEMPTS,
-    LockChange,
-    LockEntry,
-    LockRecord,
-    LockView,
-    group_slug,
-)
+from kured.lock import MAX_WRITE_ATTEMPTS, LockChange, LockView
+from kured.lockformat import LockEntry, LockRecord, group_slug
 
 log = logging.getLogger("kured.lease")
 

@@ -23,7 +23,7 @@ from lightkube.resources.core_v1 import Node
 from kured.config import DEFAULT_LOCK_ANNOTATION
 from kured.ctl.model import AgentStatus
 from kured.facts import annotations_of
-from kured.lock import LockFormatError, parse
+from kured.lockformat import LockFormatError, parse
 from kured.policy import PROGRESS_ANNOTATION, STATUS_ANNOTATION, Phase, Progress
 from kured_testbed.fleet import FleetConfig
 from kured_testbed.state import FLEET_LABEL, SandboxError

@@ -22,7 +22,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod
 
 from kured.lease import LOCK_LABEL
-from kured.lock import parse
+from kured.lockformat import parse
 from kured.policy import PROGRESS_ANNOTATION
 from kured_testbed.api import Fleet, wait_until
 from kured_testbed.state import FLEET_LABEL

@@ -43,7 +43,7 @@ from lightkube.resources.rbac_authorization_v1 import (
 
 from kured.ctl.cli import cli
 from kured.lease import GROUP_LABEL, LOCK_LABEL
-from kured.lock import group_annotation, parse
+from kured.lockformat import group_annotation, parse
 from kured_testbed.api import wait_until
 from kured_testbed.controlplane import ControlPlane, free_port, kubeconfig_text
 

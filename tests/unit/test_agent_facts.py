@@ -11,7 +11,7 @@ from lightkube.resources.core_v1 import Node, Pod
 
 from kured.drain import must_stay
 from kured.facts import holder_facts, node_health_problem, witnessed
-from kured.lock import LockEntry
+from kured.lockformat import LockEntry
 from kured.policy import Phase, Progress, reclaim_reason
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)

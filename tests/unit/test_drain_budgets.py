@@ -1,6 +1,6 @@
 """Which PodDisruptionBudget has room for which pod: the pure part of the drain's wait for a
 budget after a refused eviction (kured.drain.selects, has_room_for), and the Eviction
-version read from discovery (kured.kube.eviction_version_in)."""
+version read from discovery (kured.evictions.eviction_version_in)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod
 
 from kured.drain import has_room_for, left_disrupted, selects
-from kured.kube import eviction_version_in
+from kured.evictions import eviction_version_in
 
 WEB = {"app": "web", "tier": "front"}
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kured.lock import (
+from kured.lockformat import (
     LockEntry,
     LockFormatError,
     LockRecord,

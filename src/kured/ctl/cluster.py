@@ -32,7 +32,8 @@ from kured.ctl.model import KURED_EVENTS, HistoryEntry, StatusReport, build_stat
 from kured.facts import annotations_of
 from kured.kube import ApiError, Conflict, DaemonSet, Kube, Lease, load_config
 from kured.lease import LOCK_LABEL, release_leases
-from kured.lock import DaemonSetLock, LockFormatError
+from kured.lock import DaemonSetLock
+from kured.lockformat import LockFormatError
 from kured.policy import PAUSED_ANNOTATION, PauseNote
 
 MAX_WRITE_ATTEMPTS = 10

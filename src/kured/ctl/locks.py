@@ -2,7 +2,7 @@
 
 Pure, like :mod:`kured.ctl.model` (which builds the status report from these): the
 base annotation (``--lock-annotation``), every ``--lock-group-label`` group's
-annotation (``<annotation>-<group>``, :func:`kured.lock.group_annotation`), and the
+annotation (``<annotation>-<group>``, :func:`kured.lockformat.group_annotation`), and the
 lock Leases (``--lock-backend=lease``), each holder with what kuredctl knows about it.
 """
 
@@ -17,7 +17,7 @@ from enum import StrEnum
 from kured.durations import format_go_duration
 from kured.kube import Lease
 from kured.lease import GROUP_LABEL, holder_of, lease_entry, lease_name
-from kured.lock import LockEntry, LockFormatError, parse
+from kured.lockformat import LockEntry, LockFormatError, parse
 
 
 class LockFormat(StrEnum):
@@ -78,9 +78,9 @@ def summarize_lock(
     node_names: Collection[str] | None,
     group: str = "",
 ) -> LockSummary:
-    """Read the annotation through :func:`kured.lock.parse`, keeping what it leaves out.
+    """Read the annotation through :func:`kured.lockformat.parse`, keeping what it leaves out.
 
-    :class:`kured.lock.LockRecord` deliberately forgets the encoding; kuredctl
+    :class:`kured.lockformat.LockRecord` deliberately forgets the encoding; kuredctl
     needs it to report the concurrency and to write back the same format.
     ``node_names`` is None when the Nodes could not be listed: then no holder is
     called "not a node".
@@ -104,7 +104,7 @@ def summarize_group_locks(
 ) -> tuple[LockSummary, ...]:
     """Every ``--lock-group-label`` group's lock on the DaemonSet, by group.
 
-    The daemon names them ``<base>-<group>`` (:func:`kured.lock.group_annotation`) and
+    The daemon names them ``<base>-<group>`` (:func:`kured.lockformat.group_annotation`) and
     counts them all for ``--max-unavailable`` by the same prefix; a group's label value
     is not always recoverable from its key (lossy ones carry a hash), so the key's
     suffix names the group.

@@ -16,7 +16,7 @@ from typing import Any
 
 from kured.ctl.locks import Holder, LeaseSummary, LockSummary, describe_leases, describe_lock
 from kured.ctl.model import AgentStatus, HistoryEntry, NodeRow, StatusReport, rfc3339
-from kured.lock import format_go_time
+from kured.lockformat import format_go_time
 from kured.policy import PauseNote
 
 SCHEMA_VERSION = 1
