@@ -212,6 +212,8 @@ def mode_json(
         "kured_requests_per_handoff_audit": (
             round(sum(roll_audit.values()) / run.handoffs, 2) if run.handoffs else None
         ),
+        # What they were ("verb resource": count over the roll), to see where a cost goes.
+        "kured_roll_requests_audit": dict(roll_audit.most_common()),
         "cpu_seconds_per_reboot": per_handoff["cpu_seconds"] if per_handoff else None,
         "idle_requests_per_node_hour": round(idle_above.requests / nodes / hours, 2),
         "idle_requests_per_node_hour_audit": round(sum(idle_audit.values()) / nodes / hours, 2),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
@@ -82,6 +83,11 @@ async def watching(
 
     async with in_background(follow()):
         yield seen
+
+
+# Daemons whose hosts ignore the reboot (SIGCHLD to the init stand-in), so a node that
+# commanded its reboot keeps its slot; and a period long enough not to wake them meanwhile.
+HOSTS_STAY_UP = ["--period=1m", "--reboot-method=signal", f"--reboot-signal={signal.SIGCHLD}"]
 
 
 async def lock_holders(client: AsyncClient, fleet: Fleet) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +29,7 @@ from kured_testbed.api import Fleet, FleetFactory, default_manifests, wait_until
 from tests.chart import write_manifest
 from tests.conftest import Receiver
 from tests.e2e.rolls import (
+    HOSTS_STAY_UP,
     LOCK_ANNOTATION,
     ZONE_LABEL,
     in_background,
@@ -400,39 +400,6 @@ async def test_a_node_waiting_for_the_lock_wakes_only_when_a_slot_frees(
     await wait_until(acquired, what=f"{waiting} taking the freed slot", within=10)  # period: 1m
 
 
-async def test_a_deleted_holder_s_slot_is_taken_at_once_not_at_the_next_period(
-    fleet: FleetFactory, kube: AsyncClient, lock_backend: str
-) -> None:
-    """A holder whose Node is deleted never releases, and the lock does not change: the
-    waiting node slept until its next --period (1h by default) before it took the slot."""
-    rolled = await fleet(2)
-    await rolled.run_kured(
-        [*HOSTS_STAY_UP, lock_backend], manifests=default_manifests(), as_serviceaccount=True
-    )
-    holder, waiting = rolled.nodes
-    rolled.trigger(holder)
-
-    async def commanded() -> bool:
-        return "Commanding reboot" in kured_log(rolled, holder)
-
-    await wait_until(commanded, what=f"{holder} rebooting with the lock", within=30)
-    rolled.trigger(waiting)
-
-    async def waits() -> bool:
-        return f"Lock already held: {holder}" in kured_log(rolled, waiting)
-
-    await wait_until(waits, what=f"{waiting} waiting for the lock", within=30)
-    await asyncio.sleep(2)  # past an evaluation that a lock change during the first one caused
-    await kube.delete(Node, holder)
-
-    async def acquired() -> bool:
-        return "Acquired reboot lock" in kured_log(rolled, waiting)
-
-    await wait_until(acquired, what=f"{waiting} taking the deleted holder's slot", within=20)
-    assert await lock_holders(kube, rolled) == [waiting]
-    assert f"Releasing stale lock of {holder}: holder node deleted" in kured_log(rolled, waiting)
-
-
 async def test_a_node_blocked_by_its_pods_sleeps_through_lock_changes(
     fleet: FleetFactory, kube: AsyncClient
 ) -> None:
@@ -455,11 +422,6 @@ async def test_a_node_blocked_by_its_pods_sleeps_through_lock_changes(
     before = await evaluations()
     await move_another_lock(kube, rolled)
     assert await evaluations() == before
-
-
-# Daemons whose hosts ignore the reboot (SIGCHLD to the init stand-in), so a node that
-# commanded its reboot keeps its slot; and a period long enough not to wake them meanwhile.
-HOSTS_STAY_UP = ["--period=1m", "--reboot-method=signal", f"--reboot-signal={signal.SIGCHLD}"]
 
 
 async def move_another_lock(kube: AsyncClient, rolled: Fleet) -> None:

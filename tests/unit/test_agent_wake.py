@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from lightkube.resources.apps_v1 import DaemonSet
 
 from kured.lock import LockChange
-from kured.phases.base import slot_spread, woken
-from kured.phases.wakeups import Wake, lock_news
+from kured.phases.base import fleet_size, slot_spread, woken
+from kured.phases.wakeups import HOLDER_WATCHERS, Wake, lock_news, watches_holders
 from kured.policy import Observation, Progress, Step, decide
 from tests.unit.test_policy import observations
 
@@ -52,7 +52,24 @@ def daemonset(scheduled: int | None) -> DaemonSet:
 def test_waiting_nodes_spread_their_wake_ups_more_in_a_bigger_fleet(
     scheduled: int | None, spread: float
 ) -> None:
-    assert slot_spread(daemonset(scheduled)) == pytest.approx(spread)
+    assert slot_spread(fleet_size(daemonset(scheduled))) == pytest.approx(spread)
+
+
+# -- which nodes watch the lock holders' Nodes (kured.phases.wakeups.watches_holders) --------
+
+
+@pytest.mark.parametrize("nodes", [0, 1, 2, HOLDER_WATCHERS])
+def test_every_node_of_a_small_or_uncounted_fleet_watches_the_holders(nodes: int) -> None:
+    assert all(watches_holders(f"node-{i}", nodes) for i in range(max(nodes, 3)))
+
+
+@pytest.mark.parametrize("nodes", [100, 200, 1000, 5000])
+def test_about_sixteen_nodes_of_a_big_fleet_watch_the_holders(nodes: int) -> None:
+    """Each holder's change reaches every watcher: their number must not grow with N."""
+    names = [f"scale-{i}" for i in range(nodes)]
+    picked = [name for name in names if watches_holders(name, nodes)]
+    assert 4 <= len(picked) <= 4 * HOLDER_WATCHERS
+    assert picked == [name for name in names if watches_holders(name, nodes)]  # stable
 
 
 # -- which lock changes wake an agent (kured.phases.wakeups.lock_news) -----------------------

@@ -61,13 +61,17 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def slot_spread(ds: DaemonSet) -> float:
-    """The spread of waiting nodes' wake-ups: 10 ms per node that runs kured (the
-    DaemonSet's desiredNumberScheduled), at most 2 s. That keeps the herd that wakes before
-    the winner's write is seen (W × the write's latency / spread) to a few nodes, and the
-    wait for the first waker (spread / W) to about 10 ms while most nodes wait, a few tenths
-    of a second for the last few."""
-    nodes = (ds.status.desiredNumberScheduled if ds.status else 0) or 0
+def fleet_size(ds: DaemonSet) -> int:
+    """How many nodes run kured: the DaemonSet's desiredNumberScheduled (0 before the
+    DaemonSet controller first counted them)."""
+    return (ds.status.desiredNumberScheduled if ds.status else 0) or 0
+
+
+def slot_spread(nodes: int) -> float:
+    """The spread of waiting nodes' wake-ups: 10 ms per node that runs kured, at most 2 s.
+    That keeps the herd that wakes before the winner's write is seen (W × the write's
+    latency / spread) to a few nodes, and the wait for the first waker (spread / W) to
+    about 10 ms while most nodes wait, a few tenths of a second for the last few."""
     return min(SLOT_SPREAD_MAX_SECONDS, max(nodes, 1) * SLOT_SPREAD_PER_NODE_SECONDS)
 
 
@@ -144,12 +148,15 @@ class AgentBase:
         # A waiting node's wake-up, pending since a slot freed (None: none pending).
         self._spread_wake: asyncio.TimerHandle | None = None
         self._slot_spread = SLOT_SPREAD_MAX_SECONDS  # for the DaemonSet's size, once read
+        self._fleet_size = 0  # nodes running kured, as the DaemonSet last said
+        self._fleet_read = asyncio.Event()  # set at each reading of _fleet_size
         self._last_sentinel: bool | None = None
         self._status: dict[str, Any] = {}  # what kured.dev/status says (as last read or written)
         self._status_changed = False
         self._block_kind = ""  # which blocker said no in the last observation
         self._last_block = ""  # what blocked the last decision (the blocked metric's kind)
         self._lock_holders: frozenset[str] = frozenset()  # as the lock watch last told
+        self._freeing: set[asyncio.Task[None]] = set()  # freeing deleted holders' slots
         self._wanting_since: float | None = None  # when the node started waiting for the lock
         self._dry_run_told = ""  # the last --dry-run plan notified (sent again when it changes)
         self._gate_told = False  # the gate timeout has been announced (once per timeout)

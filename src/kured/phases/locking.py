@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from kured.facts import (
     witnessed,
 )
 from kured.kube import DaemonSet, Node
-from kured.lock import LockView
+from kured.lock import Lock, LockView
 from kured.phases.base import (
     REBOOT_IN_PROGRESS_ANNOTATION,
     AgentBase,
@@ -38,6 +39,9 @@ from kured.policy import (
 )
 
 log = logging.getLogger("kured")
+# How long after the waiters' spread a deleted holder's slot is freed by a node that does
+# not take it over itself (a waiter that woke has taken it by then).
+FREE_AFTER_SPREAD_SECONDS = 1.0
 
 
 class LockPhase(AgentBase):
@@ -90,18 +94,42 @@ class LockPhase(AgentBase):
         await self._drop_holder_label()
         return 0
 
-    async def _free_deleted_holders(self, lock: LockView) -> None:
+    async def _free_deleted_holders(self, view: LockView, lock: Lock | None = None) -> None:
         """A holder whose Node is gone never releases its slot, and a node that needs the
-        lock only reclaims it when every slot is taken: idle agents free such slots, so a
-        deleted node's lock does not outlive it."""
+        lock only reclaims it when every slot is taken: idle agents free such slots (of
+        ``lock``, this node's own by default), so a deleted node's lock does not outlive it."""
+        lock = lock or self.lock
         bound = self.config.stale_lock_timeout.total_seconds()
-        for entry in lock.record.entries:
+        for entry in view.record.entries:
             if entry.node_id == self.node_id or await self._kube.get_node(entry.node_id):
                 continue
             reason = reclaim_reason(holder_facts(entry, None, datetime.now(UTC)), bound)
             if reason:
                 log.warning("Releasing stale lock of %s: %s", entry.node_id, reason)
-                await self.lock.release(entry.node_id)
+                await lock.release(entry.node_id)
+
+    async def _free_slot_of_deleted(self, node: Node) -> None:
+        """A lock holder's Node left the holders' watch, and no waiting node here takes its
+        slot over: once the waiters' spread is past (one that wakes takes the slot itself,
+        saying why), free it if the Node is really gone (a release drops the label: that
+        leaves the watch too) and the slot still taken, in whichever group's lock it is."""
+        name = node.metadata.name if node.metadata else None
+        group = self._group_of(node)
+        if not name or (group == self._lock_group and name not in self._lock_holders):
+            return  # released: the lock watch said so before the label went
+        await asyncio.sleep(self._slot_spread + FREE_AFTER_SPREAD_SECONDS)
+        try:
+            if await self._kube.get_node(name):
+                return
+            lock = (
+                self.lock
+                if group == self._lock_group
+                else make_lock(self.config, self._kube, group)
+            )
+            ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
+            await self._free_deleted_holders(await lock.snapshot(ds), lock)
+        except Exception as err:  # the next --period's evaluation frees it then
+            log.warning("Could not free the lock of deleted node %s: %s", name, err)
 
     def _group_of(self, node: Node) -> str:
         """The node's ``--lock-group-label`` value ("" without the flag or the label)."""

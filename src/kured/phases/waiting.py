@@ -27,6 +27,7 @@ from kured.need import RebootNeed, assess, sentinel_source
 from kured.phases.base import (
     Seen,
     compact_json,
+    fleet_size,
     now_rfc3339,
     slot_spread,
 )
@@ -87,7 +88,9 @@ class WaitPhase(LockPhase):
             log.error("Node %s not found; waiting for it to be registered", self.node_id)
             return None
         ds = await self._kube.get_daemonset(self.config.ds_namespace, self.config.ds_name)
-        self._slot_spread = slot_spread(ds)
+        self._fleet_size = fleet_size(ds)
+        self._fleet_read.set()
+        self._slot_spread = slot_spread(self._fleet_size)
         progress = Progress.from_json(annotations_of(node).get(PROGRESS_ANNOTATION))
         await self._follow_lock_group(node, ds, progress)
         lock = await self.lock.snapshot(ds)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
+import zlib
 from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
 from typing import TypeVar
@@ -38,6 +40,19 @@ WANTS_A_SLOT = frozenset({Step.WAIT_FOR_LOCK, Step.ACQUIRE_LOCK})
 # A pause is lifted only by a change of the pause itself; any other block (--max-unavailable,
 # which counts every group's holders) may be lifted by a release, so it wakes.
 BEYOND_THE_LOCK = frozenset({"pods", "prometheus", "query"})
+# About this many nodes of a fleet watch the lock holders' Nodes (see watches_holders).
+HOLDER_WATCHERS = 16
+
+
+def watches_holders(node_id: str, fleet_size: int) -> bool:
+    """Whether this node is one of the about :data:`HOLDER_WATCHERS` nodes of a fleet of
+    ``fleet_size`` that watch the lock holders' Nodes (each node of a fleet that small, or
+    of one not yet counted: 0).
+
+    A stable hash of the name (the same in every process, every restart) picks them with no
+    coordination; which ones does not matter, as any of them frees a deleted holder's slot."""
+    share = max(1, math.ceil(fleet_size / HOLDER_WATCHERS))
+    return zlib.crc32(node_id.encode()) % share == 0
 
 
 class Wake(StrEnum):
@@ -77,27 +92,51 @@ class Wakeups(LockPhase):
         await self._follow("the lock", self.lock.changes, self._on_lock_change)
 
     async def _watch_holders(self) -> None:
-        """Wake a waiting node when a holder's Node is deleted: its slot may be taken at once
-        (:func:`kured.policy.reclaim_reason`), but the lock itself does not change.
+        """When a holder's Node is deleted, its slot may be taken at once
+        (:func:`kured.policy.reclaim_reason`), but the lock itself does not change: the
+        agents that watch the Nodes labelled :data:`HOLDER_LABEL` (the few that hold a slot)
+        hear of it, and take the slot over or free it for the others.
 
-        One watch per agent of the Nodes labelled :data:`HOLDER_LABEL` (the few that hold a
-        slot), not of every Node: the API server sends each agent only the holders' changes
-        (a few dozen per hand-off), where a watch of all Nodes would send it every Node's
-        status updates, N × N for the fleet."""
+        Only the few nodes :func:`watches_holders` picks watch (every node of a small fleet):
+        a holder's Node changes a dozen times in its reboot, and the API server sends each
+        change to every watcher, so with every node watching each hand-off cost N × that."""
 
         async def holder_nodes() -> AsyncIterator[tuple[str, Node]]:
             async for change in self._kube.watch_nodes({HOLDER_LABEL: "true"}):
                 yield change
 
-        await self._follow("the lock holders' Nodes", holder_nodes, self._on_holder_node)
+        watch: asyncio.Task[None] | None = None
+        try:
+            while True:  # asked again at each evaluation, as the fleet grows or shrinks
+                await self._fleet_read.wait()
+                self._fleet_read.clear()
+                picked = watches_holders(self.node_id, self._fleet_size)
+                if picked and watch is None:
+                    follow = self._follow(
+                        "the lock holders' Nodes", holder_nodes, self._on_holder_node
+                    )
+                    watch = asyncio.get_running_loop().create_task(follow)
+                elif not picked and watch is not None:
+                    watch.cancel()
+                    watch = None
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     def _on_holder_node(self, change: tuple[str, Node]) -> None:
-        """A holder's Node gone (or its label: then the lock no longer lists it) is news
-        as a freed slot is."""
+        """A Node that leaves the holders' watch was deleted or released its slot (its label
+        went). A node waiting for a slot of that holder's lock wakes as for a freed slot;
+        any other frees the slot if the holder is gone (:meth:`_free_slot_of_deleted`)."""
         event, node = change
+        if event != "DELETED":
+            return
         name = node.metadata.name if node.metadata else None
-        if event == "DELETED" and name in self._lock_holders:
-            self._act_on(lock_news(self._last_step, self._last_block, LockChange(slot_free=True)))
+        if name in self._lock_holders and self._last_step in WANTS_A_SLOT:
+            self._act_on(Wake.SPREAD)
+        else:
+            task = asyncio.get_running_loop().create_task(self._free_slot_of_deleted(node))
+            self._freeing.add(task)
+            task.add_done_callback(self._freeing.discard)
 
     async def _watch_pause(
         self, what: str, objects: Callable[[], AsyncIterator[Node | DaemonSet]]
